@@ -1,0 +1,196 @@
+"""The `cvg` command.
+
+    cvg demo                         synthetic data -> tiny cascade -> long videos (CPU, minutes)
+    cvg generate RUN --frames F --out DIR
+    cvg train --preset P --level L --data DIR --out RUN   (same as train/level.py)
+    cvg data synth DIR               the built-in synthetic dataset (real .mp4 files)
+    cvg backends                     which fused-op backends this install has
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from cvg_fast.errors import CvgError, run_main
+
+
+def _motion_report(videos) -> tuple[float, float]:
+    """(mean |frame_t+1 - frame_t|, mean fraction of 'bright' pixels) over uint8 (N, T, H, W, 3)."""
+    import numpy as np
+
+    v = videos.astype(np.float32) / 255.0
+    motion = float(np.abs(np.diff(v, axis=1)).mean())
+    on_screen = float((v.max(axis=-1) > 0.5).mean())
+    return motion, on_screen
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+    import torch
+
+    from cvg_fast.config import get_preset
+    from cvg_fast.data import save_frame_grid_png, write_synthetic_dataset
+    from cvg_fast.ops.backends import describe_backends
+    from cvg_fast.sampling import generate, load_cascade
+    from cvg_fast.training import train_level
+
+    t0 = time.time()
+    out = Path(args.out)
+    data, run, videos = out / "data", out / "run", out / "videos"
+    cfg = get_preset("tiny")
+    if args.steps:
+        cfg.train.steps = args.steps
+    cfg.train.checkpoint_every = cfg.train.sample_every = max(cfg.train.steps // 2, 1)
+    print(f"cvg demo: everything goes to {out.resolve()}")
+    print(f"backends: {describe_backends()}")
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    if not (data.is_dir() and any(data.iterdir())):
+        print("[1/4] writing the synthetic dataset (real .mp4 files of moving shapes)")
+        write_synthetic_dataset(data, num_classes=4, videos_per_class=32,
+                                frames=cfg.levels[-1].frames * 3, size=cfg.levels[-1].size,
+                                fps=cfg.fps)
+    else:
+        print(f"[1/4] reusing the dataset in {data}")
+    for level in range(1, cfg.num_levels + 1):
+        lv = cfg.levels[level - 1]
+        print(f"[{level + 1}/4] training level {level}: {lv.frames} frames at {lv.size}px, "
+              f"{cfg.train.steps} steps")
+        train_level(cfg, level, data, run, overwrite=True, device="cpu")
+    frames = cfg.levels[-1].frames * 4
+    print(f"[4/4] generating {args.num_videos} videos of {frames} frames "
+          f"(4x the training length of {cfg.levels[-1].frames})")
+    cascade = load_cascade(run, device="cpu")
+    paths, stats = generate(cascade, num_videos=args.num_videos, frames=frames, out=videos,
+                            seed=args.seed, return_stats=True)
+    arr = generate(cascade, num_videos=args.num_videos, frames=frames, seed=args.seed,
+                   progress=False)
+    grid = videos / "grid.png"
+    save_frame_grid_png(grid, arr, max_frames=16)
+    motion, on_screen = _motion_report(arr)
+    for level, err in stats.matching_error.items():
+        print(f"matching error, level {level}: mean |downsample(x^{level}) - x^{level - 1}| = "
+              f"{err:.4f} (0-1 scale; small = the upscaler stays on its input)")
+    print(f"motion: mean |frame t+1 - frame t| = {motion:.4f}; bright pixels {on_screen:.1%}")
+    for p in paths:
+        print(f"video: {p}")
+    print(f"frame grid: {grid}")
+    print(f"done in {time.time() - t0:.0f}s")
+    if not np.isfinite(motion):
+        raise CvgError("generated videos are not finite")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from cvg_fast.data import save_frame_grid_png
+    from cvg_fast.sampling import generate, load_cascade
+
+    classes = None
+    if args.classes:
+        classes = [int(c) for c in args.classes.split(",")]
+        if len(classes) == 1:
+            classes = classes[0]
+    cascade = load_cascade(args.run, levels=args.levels, device=args.device)
+    paths, stats = generate(cascade, num_videos=args.num_videos, frames=args.frames,
+                            classes=classes, seed=args.seed, out=args.out,
+                            batch_size=args.batch_size, fps=args.fps, return_stats=True)
+    for level, err in stats.matching_error.items():
+        print(f"matching error, level {level}: {err:.4f}")
+    print(f"{stats.frames} frames at {stats.size}px in {stats.seconds:.1f}s "
+          f"({stats.frames_per_second:.1f} frames/s)")
+    for p in paths:
+        print(p)
+    if args.grid:
+        import numpy as np
+
+        from cvg_fast.data.video_io import read_clip
+
+        n = min(16, stats.frames // len(paths))
+        arr = [read_clip(p, 0, n, 1, stats.size) for p in paths[:8]]
+        save_frame_grid_png(Path(args.out) / "grid.png", np.stack(arr))
+        print(Path(args.out) / "grid.png")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from cvg_fast.data import write_synthetic_dataset
+
+    root = write_synthetic_dataset(args.dir, num_classes=args.classes,
+                                   videos_per_class=args.videos_per_class, frames=args.frames,
+                                   size=args.size, fps=args.fps, seed=args.seed)
+    print(f"wrote {args.classes * args.videos_per_class} videos to {root}")
+    return 0
+
+
+def cmd_backends(args) -> int:
+    from cvg_fast.ops.backends import describe_backends
+
+    print(describe_backends())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cvg", description="Cascaded Video Generation, fast.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="synthetic data -> tiny cascade -> long videos, on a CPU")
+    d.add_argument("--out", default="cvg_demo", help="output folder (default: ./cvg_demo)")
+    d.add_argument("--steps", type=int, default=None, help="training steps per level")
+    d.add_argument("--num-videos", type=int, default=4)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo)
+
+    g = sub.add_parser("generate", help="sample videos of any length from a trained run")
+    g.add_argument("run", help="run folder (holds level1/, level2/, ...)")
+    g.add_argument("--frames", type=int, default=None, help="frames per video (default: the "
+                                                            "training length)")
+    g.add_argument("--out", required=True, help="folder for the .mp4 files")
+    g.add_argument("--num-videos", type=int, default=1)
+    g.add_argument("--classes", default=None, help="one class, or one per video: 0,1,2")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--levels", type=int, default=None, help="stop at this level")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--fps", type=int, default=None)
+    g.add_argument("--device", default=None)
+    g.add_argument("--grid", action="store_true", help="also write grid.png of the first frames")
+    g.set_defaults(fn=cmd_generate)
+
+    t = sub.add_parser("train", help="train one level (same options as train/level.py)",
+                       add_help=False)
+    t.set_defaults(fn=None)
+
+    data = sub.add_parser("data", help="datasets")
+    dsub = data.add_subparsers(dest="data_cmd", required=True)
+    s = dsub.add_parser("synth", help="write the built-in synthetic dataset")
+    s.add_argument("dir")
+    s.add_argument("--classes", type=int, default=4)
+    s.add_argument("--videos-per-class", type=int, default=32)
+    s.add_argument("--frames", type=int, default=48)
+    s.add_argument("--size", type=int, default=32)
+    s.add_argument("--fps", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_synth)
+
+    b = sub.add_parser("backends", help="list the fused-op backends found")
+    b.set_defaults(fn=cmd_backends)
+    return p
+
+
+def _main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from cvg_fast.training.launch import main as train_main
+
+        return train_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+def main(argv=None) -> int:
+    return run_main(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Dataclass presets for a cascade: the paper's three setups plus `tiny` for a CPU.
+
+A cascade is a list of levels. Level 1 makes `frames` frames at `size` x `size`
+from noise; level l > 1 multiplies the frame count by
+`t_factor = frames_l / frames_{l-1}` and the side by
+`s_factor = size_l / size_{l-1}` (a power of two). Upscalers are trained on
+temporal windows of `window` *input* frames (0 = the whole input), so at
+inference they slide over videos of any length.
+
+The data pyramid is defined from the top level: the real clip is
+`levels[-1].frames` frames at `levels[-1].size`, taken every `frame_stride`
+source frames; x^{l-1} = f_t(f_s^k(x^l)) (see `cvg_fast.ops.pyramid`).
+
+Everything here is plain data (JSON-able), saved next to every checkpoint so
+a run can be reproduced and reloaded from its folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from cvg_fast.errors import CvgError
+
+
+@dataclass
+class LevelConfig:
+    """One level of the cascade (shapes and widths)."""
+
+    frames: int  # frames of this level's full video at the training horizon
+    size: int  # height = width of this level's frames
+    g_ch: int = 32  # generator base width
+    d_ch: int = 32  # discriminator base width
+    window: int = 0  # upscalers: input frames per training window (0 = whole input)
+    d_frames: int = 8  # k frames judged by the spatial discriminator
+    matching: bool = True  # upscalers: use the matching discriminator ("No MD" = False)
+
+
+@dataclass
+class TrainConfig:
+    """Options of one level's GAN training run."""
+
+    steps: int = 1000
+    batch_size: int = 8  # per process
+    lr_g: float = 1e-4
+    lr_d: float = 5e-4
+    beta1: float = 0.0
+    beta2: float = 0.999
+    loss: str = "hinge"  # "hinge" | "ns" (non-saturating, eq. 2/3)
+    d_steps: int = 1  # discriminator updates per generator update
+    seed: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    log_every: int = 10
+    num_workers: int = 2
+    amp: str = "none"  # "none" | "bf16" (autocast on CUDA)
+    bn_recalibration_batches: int = 8  # standing BN statistics written with each checkpoint
+
+
+@dataclass
+class CascadeConfig:
+    """A whole cascade: levels, conditioning, data and training options."""
+
+    name: str
+    levels: list[LevelConfig]
+    num_classes: int = -1  # -1: number of class folders in the data (0 = unconditional)
+    z_dim: int = 64  # level-1 noise per video
+    z_ch: int = 4  # upscaler noise channels per input pixel
+    frame_stride: int = 1  # take every n-th source frame
+    fps: int = 8  # frame rate of written videos
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ----------------------------------------------------------------- derived
+    def t_factor(self, level: int) -> int:
+        """Temporal upsampling of `level` (1-based) over the level below."""
+        if level == 1:
+            return 1
+        return self.levels[level - 1].frames // self.levels[level - 2].frames
+
+    def s_factor(self, level: int) -> int:
+        """Spatial upsampling of `level` (1-based) over the level below."""
+        if level == 1:
+            return 1
+        return self.levels[level - 1].size // self.levels[level - 2].size
+
+    def window(self, level: int) -> int:
+        """Training window of an upscaler, in input frames (resolved from 0)."""
+        lv = self.levels[level - 1]
+        prev = self.levels[level - 2].frames
+        return prev if lv.window <= 0 else min(lv.window, prev)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+    # --------------------------------------------------------------- checking
+    def validate(self) -> "CascadeConfig":
+        if not self.levels:
+            raise CvgError(f"preset {self.name!r} has no levels")
+        for i, lv in enumerate(self.levels, start=1):
+            if lv.frames < 1 or lv.size < 4:
+                raise CvgError(f"level {i}: frames must be >= 1 and size >= 4 (got {lv.frames}, {lv.size})")
+            if lv.size & (lv.size - 1):
+                raise CvgError(f"level {i}: size {lv.size} is not a power of two")
+            if i > 1:
+                prev = self.levels[i - 2]
+                if lv.frames % prev.frames or lv.size % prev.size:
+                    raise CvgError(
+                        f"level {i}: frames/size ({lv.frames}/{lv.size}) must be multiples of "
+                        f"level {i - 1}'s ({prev.frames}/{prev.size})"
+                    )
+                sf = lv.size // prev.size
+                if sf & (sf - 1):
+                    raise CvgError(f"level {i}: spatial factor {sf} is not a power of two")
+        if self.train.loss not in ("hinge", "ns"):
+            raise CvgError(f"unknown loss {self.train.loss!r}: use 'hinge' or 'ns'")
+        if self.train.amp not in ("none", "bf16"):
+            raise CvgError(f"unknown amp mode {self.train.amp!r}: use 'none' or 'bf16'")
+        if self.frame_stride < 1:
+            raise CvgError(f"frame_stride must be >= 1 (got {self.frame_stride})")
+        return self
+
+    # ------------------------------------------------------------ (de)serial
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "CascadeConfig":
+        d = dict(d)
+        levels = [LevelConfig(**lv) for lv in d.pop("levels")]
+        train = TrainConfig(**d.pop("train", {}))
+        return CascadeConfig(levels=levels, train=train, **d).validate()
+
+    def copy(self) -> "CascadeConfig":
+        return CascadeConfig.from_dict(self.to_dict())
+
+    def shrunk(self, size_div: int = 1, width_div: int = 1) -> "CascadeConfig":
+        """Same structure (levels, factors, windows) at smaller sizes/widths, for tests."""
+        c = self.copy()
+        for lv in c.levels:
+            lv.size = max(4, lv.size // size_div)
+            lv.g_ch = max(4, lv.g_ch // width_div)
+            lv.d_ch = max(4, lv.d_ch // width_div)
+        return c.validate()
+
+
+def _ucf101() -> CascadeConfig:
+    return CascadeConfig(
+        name="ucf101",
+        levels=[
+            LevelConfig(frames=8, size=64, g_ch=64, d_ch=64, d_frames=8),
+            LevelConfig(frames=16, size=128, g_ch=32, d_ch=32, window=0, d_frames=8),
+        ],
+        num_classes=-1,
+        z_dim=128,
+        fps=25,
+        train=TrainConfig(steps=100_000, batch_size=16, checkpoint_every=2000, sample_every=2000),
+    )
+
+
+def _kinetics600() -> CascadeConfig:
+    return CascadeConfig(
+        name="kinetics600",
+        levels=[
+            LevelConfig(frames=24, size=32, g_ch=64, d_ch=64, d_frames=8),
+            LevelConfig(frames=48, size=128, g_ch=32, d_ch=32, window=6, d_frames=8),
+        ],
+        num_classes=0,
+        z_dim=128,
+        fps=25,
+        train=TrainConfig(steps=100_000, batch_size=16, checkpoint_every=2000, sample_every=2000),
+    )
+
+
+def _bdd100k() -> CascadeConfig:
+    return CascadeConfig(
+        name="bdd100k",
+        levels=[
+            LevelConfig(frames=12, size=64, g_ch=64, d_ch=64, d_frames=8),
+            LevelConfig(frames=24, size=128, g_ch=32, d_ch=32, window=12, d_frames=8),
+            LevelConfig(frames=48, size=256, g_ch=16, d_ch=16, window=12, d_frames=4),
+        ],
+        num_classes=0,
+        z_dim=128,
+        fps=30,
+        train=TrainConfig(steps=100_000, batch_size=8, checkpoint_every=2000, sample_every=2000),
+    )
+
+
+def _tiny() -> CascadeConfig:
+    return CascadeConfig(
+        name="tiny",
+        levels=[
+            LevelConfig(frames=8, size=16, g_ch=32, d_ch=32, d_frames=4),
+            LevelConfig(frames=16, size=32, g_ch=16, d_ch=16, window=4, d_frames=4),
+        ],
+        num_classes=-1,
+        z_dim=32,
+        z_ch=2,
+        fps=8,
+        train=TrainConfig(
+            steps=400, batch_size=16, checkpoint_every=200, sample_every=200, num_workers=1,
+            bn_recalibration_batches=4,
+        ),
+    )
+
+
+PRESETS = {"ucf101": _ucf101, "kinetics600": _kinetics600, "bdd100k": _bdd100k, "tiny": _tiny}
+
+
+def get_preset(name: str) -> CascadeConfig:
+    """A fresh copy of a named preset; unknown names are a one-line CvgError."""
+    if name not in PRESETS:
+        raise CvgError(f"unknown preset {name!r}: choose one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]().validate()
+
+
+def log2_int(n: int) -> int:
+    return int(round(math.log2(n)))

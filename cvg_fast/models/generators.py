@@ -1,0 +1,140 @@
+"""The two generators of the cascade.
+
+Level1Generator: noise z (+ class) -> T frames at size S, temporally coherent
+through ConvGRU units (DVD-GAN style): fc(z) -> 4x4 map repeated over time ->
+[ConvGRU -> 2D residual up-block] x log2(S/4) -> BN-ReLU-conv-tanh.
+It can unroll past its training length (`frames=` argument).
+
+UpscalerGenerator: a video x^{l-1} (N, T, 3, h, w) + noise -> x^l
+(N, T*t_factor, 3, h*s, w*s). Temporal upsampling first (linear in time),
+then units of [3D residual block -> 2D up-block -> 2D block], resolution
+doubled per unit, and the resized low-res input fed into every unit's output
+(1x1 conv) and into the output itself: out = tanh(conv(f) + atanh(resize(x))),
+so a zero residual reproduces the input exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cvg_fast.nn import (
+    ConditionalBatchNorm, ConvGRU, GBlock, SNConv2d, SNConv3d, SNLinear, spectral_norm_step,
+)
+
+
+def _resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, T, C, h, w) -> (N, T, C, size, size), bilinear."""
+    n, t, c, h, w = x.shape
+    if h == size:
+        return x
+    y = F.interpolate(x.reshape(n * t, c, h, w), size=(size, size), mode="bilinear",
+                      align_corners=False)
+    return y.view(n, t, c, size, size)
+
+
+class Level1Generator(nn.Module):
+    """z (N, z_dim), y (N,) or None -> video (N, T, 3, S, S) in [-1, 1]."""
+
+    def __init__(self, frames: int, size: int, ch: int, z_dim: int, num_classes: int = 0,
+                 out_ch: int = 3):
+        super().__init__()
+        self.frames, self.size, self.z_dim, self.num_classes = frames, size, z_dim, num_classes
+        n_up = int(round(math.log2(size // 4)))
+        widths = [ch * min(2 ** (n_up - k), 8) for k in range(n_up + 1)]  # 4x4 ... SxS
+        emb = min(z_dim, 128) if num_classes > 0 else 0
+        self.embed = nn.Embedding(num_classes, emb) if num_classes > 0 else None
+        self.fc = SNLinear(z_dim + emb, widths[0] * 16)
+        self.grus = nn.ModuleList(ConvGRU(widths[k], widths[k]) for k in range(max(n_up, 1)))
+        self.ups = nn.ModuleList(
+            GBlock(widths[k], widths[k + 1], dims=2, up=True, num_classes=num_classes)
+            for k in range(n_up)
+        )
+        self.out_bn = ConditionalBatchNorm(widths[-1], 0)
+        self.out_conv = SNConv2d(widths[-1], out_ch, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None,
+                frames: int | None = None) -> torch.Tensor:
+        t = frames or self.frames
+        n = z.shape[0]
+        with spectral_norm_step(self):
+            if self.embed is not None:
+                if y is None:
+                    raise ValueError("class-conditional generator: pass labels y")
+                z = torch.cat([z, self.embed(y)], dim=1)
+            h = self.fc(z).view(n, -1, 4, 4)
+            h = h.unsqueeze(1).expand(n, t, *h.shape[1:])
+            yy = y.repeat_interleave(t) if y is not None else None  # b-major, matches (N*T)
+            for k, gru in enumerate(self.grus):
+                h = gru(h)  # (N, T, C, s, s)
+                if k < len(self.ups):
+                    f = self.ups[k](h.reshape(n * t, *h.shape[2:]), yy)
+                    h = f.view(n, t, *f.shape[1:])
+            f = h.reshape(n * t, *h.shape[2:])
+            f = torch.tanh(self.out_conv(F.relu(self.out_bn(f))))
+        return f.view(n, t, *f.shape[1:])
+
+
+class UpscalerGenerator(nn.Module):
+    """x_low (N, T, 3, h, h), noise (N, T*tf, z_ch, h, h), y -> (N, T*tf, 3, h*sf, h*sf)."""
+
+    def __init__(self, in_size: int, t_factor: int, s_factor: int, ch: int, z_ch: int,
+                 num_classes: int = 0, img_ch: int = 3):
+        super().__init__()
+        self.in_size, self.t_factor, self.s_factor = in_size, t_factor, s_factor
+        self.z_ch, self.num_classes = z_ch, num_classes
+        n_up = int(round(math.log2(s_factor)))
+        n_units = max(n_up, 1)
+        widths = [ch * min(2 ** (n_up - k), 8) for k in range(n_units + 1)]
+        self.stem = SNConv3d(img_ch + z_ch, widths[0], 3, padding=1)
+        self.units3d = nn.ModuleList(
+            GBlock(widths[k], widths[k], dims=3, num_classes=num_classes) for k in range(n_units))
+        self.units_up = nn.ModuleList(
+            GBlock(widths[k], widths[k + 1], dims=2, up=n_up > 0, num_classes=num_classes)
+            for k in range(n_units))
+        self.units2d = nn.ModuleList(
+            GBlock(widths[k + 1], widths[k + 1], dims=2, num_classes=num_classes)
+            for k in range(n_units))
+        self.skips = nn.ModuleList(SNConv2d(img_ch, widths[k + 1], 1) for k in range(n_units))
+        self.sizes = [in_size * 2 ** (k + 1) if n_up > 0 else in_size for k in range(n_units)]
+        self.out_bn = ConditionalBatchNorm(widths[-1], 0)
+        self.out_conv = SNConv2d(widths[-1], img_ch, 3, padding=1)
+
+    def upsample_time(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, C, h, w) -> (N, T*tf, C, h, w), linear in time (edges replicated)."""
+        if self.t_factor == 1:
+            return x
+        n, t, c, h, w = x.shape
+        v = x.permute(0, 2, 1, 3, 4)
+        v = F.interpolate(v, size=(t * self.t_factor, h, w), mode="trilinear", align_corners=False)
+        return v.permute(0, 2, 1, 3, 4)
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor,
+                y: torch.Tensor | None = None) -> torch.Tensor:
+        n, t_in = x.shape[:2]
+        if x.shape[-1] != self.in_size:
+            raise ValueError(f"upscaler expects {self.in_size}px input frames, got {x.shape[-1]}px")
+        if self.num_classes > 0 and y is None:
+            raise ValueError("class-conditional generator: pass labels y")
+        xu = self.upsample_time(x)  # (N, T, 3, h, w)
+        t = xu.shape[1]
+        if noise.shape[:2] != (n, t) or noise.shape[2] != self.z_ch:
+            raise ValueError(f"noise must be (N, {t}, {self.z_ch}, h, w), got {tuple(noise.shape)}")
+        yy = y.repeat_interleave(t) if y is not None else None
+        with spectral_norm_step(self):
+            h = self.stem(torch.cat([xu, noise.to(xu.dtype)], dim=2).transpose(1, 2))
+            for k in range(len(self.units3d)):
+                h = self.units3d[k](h, y)  # (N, C, T, s, s)
+                f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])
+                f = self.units2d[k](self.units_up[k](f, yy), yy)
+                skip = _resize_frames(xu, self.sizes[k])
+                f = f + self.skips[k](skip.reshape(n * t, *skip.shape[2:]))
+                h = f.view(n, t, *f.shape[1:]).transpose(1, 2)
+            f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])
+            delta = self.out_conv(F.relu(self.out_bn(f)))
+            base = _resize_frames(xu, self.sizes[-1]).reshape_as(delta)
+            out = torch.tanh(delta + torch.atanh(base.clamp(-0.995, 0.995)))
+        return out.view(n, t, *out.shape[1:])

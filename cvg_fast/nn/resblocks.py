@@ -1,0 +1,93 @@
+"""Residual blocks of the generators (BN, up) and discriminators (no BN, down).
+
+2D blocks act on frames (N, C, H, W) — a video (N, T, C, H, W) is folded to
+(N*T, C, H, W) by the caller, never looped over frames; 3D blocks act on clips
+(N, C, T, H, W). All convolutions are spectrally normalised (SNConv*d).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cvg_fast.nn.batchnorm import ConditionalBatchNorm
+from cvg_fast.nn.spectral_norm import SNConv2d, SNConv3d
+
+_CONV = {2: SNConv2d, 3: SNConv3d}
+
+
+def _upsample_space(x: torch.Tensor) -> torch.Tensor:
+    """Nearest 2x in H and W; T (if any) untouched."""
+    if x.dim() == 4:
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+    return F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")
+
+
+def _downsample(x: torch.Tensor) -> torch.Tensor:
+    """2x average pool in H, W and (for clips longer than one frame) T."""
+    if x.dim() == 4:
+        return F.avg_pool2d(x, 2)
+    kt = 2 if x.shape[2] >= 2 else 1
+    return F.avg_pool3d(x, (kt, 2, 2))
+
+
+class GBlock(nn.Module):
+    """Generator block: BN-ReLU-(up)-conv-BN-ReLU-conv + (up)-1x1 skip.
+
+    dims=2: (N, C, H, W); dims=3: (N, C, T, H, W). `up` doubles H and W.
+    BN is class-conditional when num_classes > 0 (y: (N,) labels).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, dims: int = 2, up: bool = False,
+                 num_classes: int = 0):
+        super().__init__()
+        conv = _CONV[dims]
+        self.up = up
+        self.bn1 = ConditionalBatchNorm(in_ch, num_classes)
+        self.conv1 = conv(in_ch, out_ch, 3, padding=1)
+        self.bn2 = ConditionalBatchNorm(out_ch, num_classes)
+        self.conv2 = conv(out_ch, out_ch, 3, padding=1)
+        self.skip = conv(in_ch, out_ch, 1) if (in_ch != out_ch or up) else None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = F.relu(self.bn1(x, y))
+        if self.up:
+            h = _upsample_space(h)
+            x = _upsample_space(x)
+        h = self.conv1(h)
+        h = self.conv2(F.relu(self.bn2(h, y)))
+        if self.skip is not None:
+            x = self.skip(x)
+        return x + h
+
+
+class DBlock(nn.Module):
+    """Discriminator block: (ReLU)-conv-ReLU-conv-(down) + 1x1-(down) skip, no BN.
+
+    dims=2: (N, C, H, W); dims=3: (N, C, T, H, W). The first block of a
+    discriminator skips the leading ReLU (it sees pixels).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, dims: int = 2, down: bool = True,
+                 first: bool = False):
+        super().__init__()
+        conv = _CONV[dims]
+        self.down = down
+        self.first = first
+        self.conv1 = conv(in_ch, out_ch, 3, padding=1)
+        self.conv2 = conv(out_ch, out_ch, 3, padding=1)
+        self.skip = conv(in_ch, out_ch, 1) if (in_ch != out_ch or down) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else F.relu(x)
+        h = self.conv2(F.relu(self.conv1(h)))
+        if self.down:
+            h = _downsample(h)
+        if self.first:  # pool first: the 1x1 conv then runs on 4x fewer pixels
+            x = _downsample(x) if self.down else x
+            x = self.skip(x) if self.skip is not None else x
+        else:
+            x = self.skip(x) if self.skip is not None else x
+            x = _downsample(x) if self.down else x
+        return x + h

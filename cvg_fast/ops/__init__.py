@@ -1,0 +1,12 @@
+"""Ops: a plain PyTorch reference for each, fused backends behind ONE dispatch point.
+
+Model code calls only these functions; the backend (reference | cpp | cuda |
+triton) is resolved in `cvg_fast.ops.backends`.
+"""
+
+from cvg_fast.ops.gru_blend import gru_blend, gru_blend_reference
+from cvg_fast.ops.pyramid import downsample_to, pyramid, spatial_down, temporal_down
+
+__all__ = [
+    "gru_blend", "gru_blend_reference", "spatial_down", "temporal_down", "downsample_to", "pyramid",
+]

@@ -1,0 +1,65 @@
+"""The data pyramid operators f_s (spatial) and f_t (temporal) of the paper.
+
+Videos are (N, T, C, H, W) everywhere. f_s halves H and W with an antialiased
+bilinear filter (interior taps [1, 3, 3, 1] / 8, borders renormalised); f_t
+keeps every k-th frame. x^{l-1} = f_t(f_s^m(x^l)) with 2^m the level's spatial
+factor and k its temporal factor. These are the reference implementations;
+fused kernels added later must equal them, borders included, and are chosen
+through `spatial_down`'s `backend` argument.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_BACKENDS = ("reference",)
+
+
+def spatial_down(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """f_s: (N, T, C, H, W) -> (N, T, C, H/2, W/2), antialiased bilinear."""
+    if backend not in (None, "auto", *_BACKENDS):
+        raise ValueError(f"spatial_down: unknown backend {backend!r} (have {_BACKENDS})")
+    if x.dim() != 5:
+        raise ValueError(f"spatial_down expects (N, T, C, H, W), got shape {tuple(x.shape)}")
+    n, t, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"spatial_down needs even H and W, got {h}x{w}")
+    y = F.interpolate(
+        x.reshape(n * t, c, h, w), scale_factor=0.5, mode="bilinear", antialias=True,
+        align_corners=False,
+    )
+    return y.reshape(n, t, c, h // 2, w // 2)
+
+
+def temporal_down(x: torch.Tensor, k: int) -> torch.Tensor:
+    """f_t: keep frames 0, k, 2k, ... of (N, T, ...)."""
+    if k < 1:
+        raise ValueError(f"temporal_down factor must be >= 1, got {k}")
+    return x[:, ::k]
+
+
+def downsample_to(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:
+    """Apply f_t and f_s until (N, T, C, H, W) becomes (N, frames, C, size, size).
+
+    T must be a multiple of `frames` and H a power-of-two multiple of `size`.
+    """
+    t, h = x.shape[1], x.shape[3]
+    if t % frames or h % size or (h // size) & (h // size - 1):
+        raise ValueError(f"cannot downsample {t} frames x {h}px to {frames} x {size}px")
+    x = temporal_down(x, t // frames)
+    while x.shape[3] > size:
+        x = spatial_down(x)
+    return x
+
+
+def pyramid(x: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Views x^1..x^L of a top-level clip; `shapes` = [(frames_l, size_l)] bottom-up.
+
+    The last shape must be x's own (frames, size); each lower view is computed
+    from the one above it, as in the paper.
+    """
+    views = [x]
+    for frames, size in reversed(shapes[:-1]):
+        views.append(downsample_to(views[-1], frames, size))
+    return views[::-1]

@@ -1,0 +1,6 @@
+"""Sampling: `generate()` streams long videos through the cascade; `load_cascade()` loads runs."""
+
+from cvg_fast.models.checkpoint import load_cascade
+from cvg_fast.sampling.generate import GenerationStats, generate
+
+__all__ = ["generate", "load_cascade", "GenerationStats"]

@@ -1,0 +1,95 @@
+"""Command line of one level's training: `train/level.py` and `cvg train`.
+
+    torchrun --nproc_per_node=N train/level.py --preset P --level L --data DIR --out RUN
+
+Every preset value can be overridden: training options (--steps, --batch-size,
+--lr-g, ...), cascade options (--num-classes, --frame-stride, ...) and the
+trained level's own (--window, --g-ch, --d-ch, --d-frames, --no-matching).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from cvg_fast.config import PRESETS, CascadeConfig, LevelConfig, TrainConfig, get_preset
+
+_CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "frame_stride", "fps")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_fields(p: argparse.ArgumentParser, cls, names=None, skip=()) -> None:
+    for f in dataclasses.fields(cls):
+        if (names and f.name not in names) or f.name in skip:
+            continue
+        if f.type in (bool, "bool"):
+            continue
+        typ = {"int": int, "float": float, "str": str}.get(str(f.type), f.type)
+        p.add_argument(_flag(f.name), dest=f"{cls.__name__}.{f.name}", type=typ, default=None,
+                       metavar=f.name.upper(), help=f"override the preset's {f.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train/level.py",
+        description="Train ONE level of a CVG cascade (greedy: level 1 first, then 2, ...).")
+    p.add_argument("--preset", default="tiny", help=f"one of {', '.join(sorted(PRESETS))}")
+    p.add_argument("--level", type=int, required=True, help="level to train (1 = from noise)")
+    p.add_argument("--data", required=True,
+                   help="folder of videos: one subfolder per class, or a flat folder")
+    p.add_argument("--out", required=True, help="run folder; levels go to OUT/level{L}/")
+    p.add_argument("--prev", default=None, help="run folder holding the trained lower levels "
+                                                "(default: --out)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/level{L}/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="start over even if a checkpoint "
+                                                            "exists")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="default: cuda if available")
+    p.add_argument("--skip-bad-videos", action="store_true",
+                   help="skip unreadable or too-short videos instead of stopping")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-matching", action="store_true",
+                   help="drop the matching discriminator (the paper's 'No MD' ablation)")
+    _add_fields(p, TrainConfig)
+    _add_fields(p, CascadeConfig, names=_CASCADE_SCALARS)
+    _add_fields(p, LevelConfig, skip=("frames", "size"))
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> CascadeConfig:
+    """The preset with every given override applied to it (level fields: the trained level)."""
+    cfg = get_preset(args.preset)
+    level = cfg.levels[min(max(args.level, 1), cfg.num_levels) - 1]
+    for key, value in vars(args).items():
+        if "." not in key or value is None:
+            continue
+        cls, name = key.split(".")
+        target = {"TrainConfig": cfg.train, "CascadeConfig": cfg, "LevelConfig": level}[cls]
+        setattr(target, name, value)
+    if args.no_matching:
+        level.matching = False
+    return cfg.validate()
+
+
+def main(argv=None) -> int:
+    from cvg_fast.errors import CvgError
+    from cvg_fast.training.trainer import train_level
+    from cvg_fast.training.distributed import shutdown_distributed
+
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    if not 1 <= args.level <= cfg.num_levels:
+        raise CvgError(f"--level {args.level} is out of range: preset {cfg.name!r} has levels "
+                       f"1..{cfg.num_levels}")
+    try:
+        result = train_level(cfg, args.level, args.data, args.out, prev=args.prev,
+                             resume=args.resume, overwrite=args.overwrite, device=args.device,
+                             skip_bad_videos=args.skip_bad_videos, progress=not args.no_progress)
+    finally:
+        shutdown_distributed()
+    print(f"level {result.level}: {result.steps} steps in {result.seconds:.0f}s -> "
+          f"{result.run_dir}/level{result.level}/checkpoint.pt")
+    return 0

@@ -1,0 +1,398 @@
+"""One level's GAN training loop (greedy cascade training), read top to bottom.
+
+Level 1 learns x^1 from noise. Level L > 1 learns x^L windows from windows of
+x̂^{L-1}, made by the frozen, already trained levels below (no gradient ever
+reaches them). Real pairs come from the data pyramid of the same clip (eq. 3):
+(x^L[s*tf : (s+w)*tf], x^{L-1}[s : s+w]).
+
+Per step: D update(s) on one batch [real ; fake] (one forward, so one power
+iteration per spectral-norm layer), then a G update. Gradients are averaged
+across processes; BN statistics are synchronised. Everything random is keyed
+by (seed, step, rank), so `--resume` replays exactly what an uninterrupted run
+would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from cvg_fast.config import CascadeConfig
+from cvg_fast.errors import CvgError
+from cvg_fast.models import Cascade, build_discriminator, build_generator
+from cvg_fast.models.checkpoint import (
+    checkpoint_path, level_dir, load_checkpoint, load_generator, save_checkpoint,
+    atomic_write_bytes,
+)
+from cvg_fast.models.noise import seed_key
+from cvg_fast.nn import standing_statistics
+from cvg_fast.ops import pyramid
+from cvg_fast.training import distributed as D
+from cvg_fast.training.data import make_loader
+from cvg_fast.training.losses import d_loss, g_loss
+
+
+class _GracefulStop:
+    """SIGINT/SIGTERM finish the current step, save it, then stop (one process only).
+
+    A second signal acts at once. With several processes the periodic
+    checkpoints are the safety net (ranks cannot agree on a stop point for free).
+    """
+
+    def __init__(self, enabled: bool):
+        self.requested: str | None = None
+        self._old = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+
+@dataclass
+class TrainResult:
+    level: int
+    steps: int
+    run_dir: Path
+    last_losses: dict
+    seconds: float
+
+
+def _shapes(cfg: CascadeConfig, upto: int) -> list[tuple[int, int]]:
+    return [(lv.frames, lv.size) for lv in cfg.levels[:upto]]
+
+
+def load_frozen_levels(cfg: CascadeConfig, level: int, prev_run: Path, num_classes: int,
+                       device: torch.device) -> Cascade | None:
+    """The trained levels 1..level-1, frozen; a one-line error if one is missing or mismatched."""
+    if level == 1:
+        return None
+    gens = []
+    for lower in range(1, level):
+        if not checkpoint_path(prev_run, lower).is_file():
+            raise CvgError(
+                f"level {level} needs the trained level {lower} in {prev_run} "
+                f"({checkpoint_path(prev_run, lower)} missing): train it first with "
+                f"--level {lower}, or point --prev at the run that has it")
+        g, lcfg, nc = load_generator(prev_run, lower, device)
+        a, b = lcfg.levels[lower - 1], cfg.levels[lower - 1]
+        if (a.frames, a.size) != (b.frames, b.size):
+            raise CvgError(f"level {lower} in {prev_run} makes {a.frames} frames at {a.size}px but "
+                           f"preset {cfg.name!r} expects {b.frames} at {b.size}px: use the same preset")
+        if nc != num_classes:
+            raise CvgError(f"level {lower} in {prev_run} has {nc} classes, this run {num_classes}: "
+                           f"use the same data and --num-classes")
+        gens.append(g)
+    return Cascade(cfg, gens, num_classes)
+
+
+class LevelTrainer:
+    """State and steps of one level's training; `run()` is the whole loop."""
+
+    def __init__(self, cfg: CascadeConfig, level: int, dataset, run_dir: Path,
+                 prev_run: Path | None, dist: D.DistInfo, resume: bool = False,
+                 overwrite: bool = False, progress: bool = True):
+        if not 1 <= level <= cfg.num_levels:
+            raise CvgError(f"--level {level} is out of range: preset {cfg.name!r} has levels "
+                           f"1..{cfg.num_levels}")
+        self.cfg, self.level, self.dist, self.progress = cfg, level, dist, progress
+        self.tc = cfg.train
+        self.run_dir, self.dir = Path(run_dir), level_dir(run_dir, level)
+        self.device = dist.device
+        self.dataset = dataset
+        data_classes = getattr(dataset, "num_classes", 0)
+        self.num_classes = data_classes if cfg.num_classes < 0 else cfg.num_classes
+        if self.num_classes > 0 and data_classes not in (0, self.num_classes):
+            raise CvgError(f"--num-classes {self.num_classes} but the data has {data_classes} "
+                           f"class folders")
+        if self.num_classes > 0 and data_classes == 0:
+            raise CvgError(f"--num-classes {self.num_classes} needs one subfolder per class "
+                           f"in the data folder; it has none")
+
+        ckpt = checkpoint_path(self.run_dir, level)
+        if ckpt.is_file() and not (resume or overwrite):
+            raise CvgError(f"{ckpt} exists: pass --resume to continue that run, or choose "
+                           f"another --out")
+        if resume and not ckpt.is_file():
+            raise CvgError(f"--resume: no checkpoint at {ckpt} to continue from")
+
+        torch.manual_seed(self.tc.seed)  # identical initial weights on every process
+        self.G = build_generator(cfg, level, self.num_classes).to(self.device)
+        self.D = build_discriminator(cfg, level, self.num_classes).to(self.device)
+        self.lower = load_frozen_levels(cfg, level, Path(prev_run or run_dir), self.num_classes,
+                                        self.device)
+        fused = self.device.type == "cuda"
+        betas = (self.tc.beta1, self.tc.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.tc.lr_g, betas=betas,
+                                      fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.tc.lr_d, betas=betas,
+                                      fused=fused)
+        self.step = 0
+        if resume:
+            self._load(ckpt)
+        D.broadcast_module(self.G, dist.world)
+        D.broadcast_module(self.D, dist.world)
+        self.last: dict = {}
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {"level": self.level, "step": self.step, "config": self.cfg.to_dict(),
+                "num_classes": self.num_classes, "G": self.G.state_dict(),
+                "D": self.D.state_dict(), "opt_G": self.opt_g.state_dict(),
+                "opt_D": self.opt_d.state_dict(), "world": self.dist.world}
+
+    def _load(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        if state["level"] != self.level or state["num_classes"] != self.num_classes:
+            raise CvgError(f"{path} is level {state['level']} with {state['num_classes']} classes; "
+                           f"this run is level {self.level} with {self.num_classes}")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_G"])
+        self.opt_d.load_state_dict(state["opt_D"])
+        self.step = int(state["step"])
+
+    def save(self) -> None:
+        """Standing BN statistics for sampling, then an atomic checkpoint (rank 0)."""
+        D.check_consistent(self.G, self.dist.world, "G")
+        self.recalibrate_bn()
+        if self.dist.is_main:
+            save_checkpoint(checkpoint_path(self.run_dir, self.level), self._state())
+            text = json.dumps(self.cfg.to_dict() | {"num_classes_resolved": self.num_classes},
+                              indent=2).encode()
+            atomic_write_bytes(self.dir / "config.json", lambda f: f.write(text))
+        D.barrier()
+
+    # --------------------------------------------------------------- batches
+    def _gen(self, tag: str) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(seed_key(self.tc.seed, tag, self.step, self.dist.rank))
+        return g
+
+    def _randn(self, shape, gen) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, device=self.device)
+
+    def lower_output(self, y: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
+        """x̂^{L-1} (N, T_{L-1}, 3, s, s) from the frozen levels below, without grad."""
+        cfg, lower = self.cfg, self.lower
+        z = self._randn((n, cfg.z_dim), gen)
+        with torch.no_grad():
+            chunks = lower.stream(z, y, cfg.levels[0].frames,
+                                  lambda lvl, t0, t1, shape: self._randn((n, t1 - t0, *shape), gen))
+            return torch.cat(list(chunks), dim=1)
+
+    def windows(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """Random window starts (N,) in input frames for an upscaling level."""
+        t_in = self.cfg.levels[self.level - 2].frames
+        w = self.cfg.window(self.level)
+        return torch.randint(0, t_in - w + 1, (n,), generator=gen, device=self.device)
+
+    @staticmethod
+    def take(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+        """(N, T, ...) -> (N, length, ...) with row i = frames starts[i] : starts[i] + length."""
+        idx = starts.view(-1, 1) + torch.arange(length, device=x.device).view(1, -1)
+        return torch.gather(x, 1, idx.view(*idx.shape, 1, 1, 1).expand(-1, -1, *x.shape[2:]))
+
+    def real_pair(self, video: torch.Tensor, gen: torch.Generator):
+        """(x^L, x^{L-1}) from the data pyramid of a top-level clip, windowed for L > 1."""
+        views = pyramid(video, _shapes(self.cfg, self.cfg.num_levels))
+        high = views[self.level - 1]
+        if self.level == 1:
+            return high, None
+        low = views[self.level - 2]
+        w, tf = self.cfg.window(self.level), self.cfg.t_factor(self.level)
+        s = self.windows(video.shape[0], gen)
+        return self.take(high, s * tf, w * tf), self.take(low, s, w)
+
+    def fake(self, y, n: int, gen: torch.Generator, x_low: torch.Tensor | None):
+        """G's output (with grad if enabled) for noise from `gen`."""
+        if self.level == 1:
+            return self.G(self._randn((n, self.cfg.z_dim), gen), y)
+        t = x_low.shape[1] * self.cfg.t_factor(self.level)
+        noise = self._randn((n, t, self.cfg.z_ch, *x_low.shape[-2:]), gen)
+        return self.G(x_low, noise, y)
+
+    def fake_input(self, y, n: int, gen: torch.Generator) -> torch.Tensor | None:
+        if self.level == 1:
+            return None
+        return self.take(self.lower_output(y, n, gen), self.windows(n, gen),
+                         self.cfg.window(self.level))
+
+    # ------------------------------------------------------------------ step
+    def train_step(self, batch: dict) -> dict:
+        tc = self.tc
+        video = batch["video"].to(self.device, non_blocking=True)
+        n = video.shape[0]
+        y = batch["label"].to(self.device) if self.num_classes > 0 else None
+        gen = self._gen("step")
+        amp = torch.autocast("cuda", dtype=torch.bfloat16,
+                             enabled=tc.amp == "bf16" and self.device.type == "cuda")
+        real_high, real_low = self.real_pair(video, gen)
+        fake_low = self.fake_input(y, n, gen)
+        yy = torch.cat([y, y]) if y is not None else None
+        logs = {}
+
+        self.G.train()
+        self.D.train().requires_grad_(True)
+        for _ in range(tc.d_steps):
+            with torch.no_grad(), amp:
+                fake_high = self.fake(y, n, gen, fake_low)
+            with amp:
+                scores = self.D(torch.cat([real_high, fake_high.to(real_high.dtype)]),
+                                None if real_low is None else torch.cat([real_low, fake_low]),
+                                yy, gen)
+            real = {k: v[:n].float() for k, v in scores.items()}
+            fake = {k: v[n:].float() for k, v in scores.items()}
+            loss_d, parts = d_loss(real, fake, tc.loss)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            D.average_gradients(self.D, self.dist.world)
+            self.opt_d.step()
+            logs.update(parts, loss_d=float(loss_d.detach()))
+
+        self.D.requires_grad_(False)
+        with amp:
+            fake_high = self.fake(y, n, gen, fake_low)
+            scores = self.D(fake_high, fake_low, y, gen)
+        loss_g, parts = g_loss(scores, tc.loss)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        D.average_gradients(self.G, self.dist.world)
+        self.opt_g.step()
+        self.D.requires_grad_(True)
+        logs.update(parts, loss_g=float(loss_g.detach()))
+        for k, v in logs.items():
+            if not math.isfinite(v):
+                raise FloatingPointError(f"step {self.step}: {k} = {v}; lower the learning rates "
+                                         f"or use --amp none")
+        return logs
+
+    # ------------------------------------------------------- BN and samples
+    @torch.no_grad()
+    def recalibrate_bn(self) -> None:
+        """Standing statistics: average BN stats over a few fresh batches (eval-mode sampling)."""
+        nb = self.tc.bn_recalibration_batches
+        if nb <= 0:
+            return
+        step = self.step
+        self.G.train()
+        with standing_statistics(self.G):
+            for i in range(nb):
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(seed_key(self.tc.seed, "bn", step, self.dist.rank, i))
+                n = self.tc.batch_size
+                y = (torch.randint(0, self.num_classes, (n,), generator=gen, device=self.device)
+                     if self.num_classes > 0 else None)
+                self.fake(y, n, gen, self.fake_input(y, n, gen))
+        self.G.eval()
+
+    @torch.no_grad()
+    def write_samples(self) -> Path | None:
+        """A PNG grid (one row per video) of eval-mode samples with fixed noise."""
+        if not self.dist.is_main:
+            return None
+        from cvg_fast.data.video_io import save_frame_grid_png
+
+        n = min(8, max(self.num_classes, 4))
+        gen = torch.Generator(device=self.device).manual_seed(self.tc.seed + 12345)
+        y = (torch.arange(n, device=self.device) % self.num_classes
+             if self.num_classes > 0 else None)
+        self.G.eval()
+        x = self.fake(y, n, gen, self.fake_input(y, n, gen))
+        self.G.train()
+        frames = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        path = self.dir / "samples" / f"step{self.step:07d}.png"
+        save_frame_grid_png(path, frames.permute(0, 1, 3, 4, 2).cpu().numpy())
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> TrainResult:
+        tc, dist = self.tc, self.dist
+        self.dir.mkdir(parents=True, exist_ok=True)
+        loader = make_loader(self.dataset, tc.batch_size, dist.rank, dist.world, tc.seed,
+                             self.step, tc.num_workers, pin_memory=self.device.type == "cuda")
+        bar = None
+        if dist.is_main and self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=tc.steps, initial=self.step, desc=f"level {self.level}",
+                       unit="step", dynamic_ncols=True)
+        log = open(self.dir / "log.jsonl", "a") if dist.is_main else None
+        stop = _GracefulStop(enabled=dist.world == 1)
+        t_start, done_at_start = time.time(), self.step
+        try:
+            it = iter(loader)
+            while self.step < tc.steps:
+                logs = self.train_step(next(it))
+                self.step += 1
+                self.last = logs
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}")
+                if log is not None and (self.step % tc.log_every == 0 or self.step == tc.steps):
+                    rate = (self.step - done_at_start) / max(time.time() - t_start, 1e-9)
+                    log.write(json.dumps({"step": self.step, **logs, "steps_per_s": rate}) + "\n")
+                    log.flush()
+                at_end = self.step == tc.steps
+                if at_end or self.step % tc.checkpoint_every == 0 or stop.requested:
+                    self.save()
+                if dist.is_main and (at_end or self.step % tc.sample_every == 0):
+                    self.write_samples()
+                if stop.requested:
+                    raise KeyboardInterrupt(
+                        f"stopped by {stop.requested}: step {self.step} saved to "
+                        f"{checkpoint_path(self.run_dir, self.level)}; continue with --resume")
+        finally:
+            stop.restore()
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+        return TrainResult(self.level, self.step, self.run_dir, self.last,
+                           time.time() - t_start)
+
+
+def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: str | os.PathLike,
+                prev: str | os.PathLike | None = None, resume: bool = False,
+                overwrite: bool = False, device: str | None = None, skip_bad_videos: bool = False,
+                progress: bool = True) -> TrainResult:
+    """Train one level of `cfg` on the video folder `data`, into the run folder `out`.
+
+    Called by `train/level.py` (under torchrun or alone) and by `cvg demo`.
+    """
+    from cvg_fast.data import VideoFolder
+
+    cfg.validate()
+    dist = D.init_distributed(device)
+    out = Path(out)
+    top = cfg.levels[-1]
+    cache = out / "data_index.json"
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dataset = VideoFolder(data, clip_frames=top.frames, size=top.size,
+                              frame_stride=cfg.frame_stride, skip_bad=skip_bad_videos,
+                              index_cache=cache, progress=progress)
+    D.barrier()
+    if not dist.is_main:
+        dataset = VideoFolder(data, clip_frames=top.frames, size=top.size,
+                              frame_stride=cfg.frame_stride, skip_bad=skip_bad_videos,
+                              index_cache=cache, progress=False)
+    trainer = LevelTrainer(cfg, level, dataset, out, Path(prev) if prev else None, dist,
+                           resume=resume, overwrite=overwrite, progress=progress)
+    return trainer.run()

@@ -1,0 +1,32 @@
+"""Shared fixtures: a gru_blend-free environment is never assumed; tiny configs and data."""
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """A small synthetic dataset (real .mp4 files) shared by the training tests."""
+    from cvg_fast.data import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    return write_synthetic_dataset(root / "data", num_classes=2, videos_per_class=4, frames=24,
+                                   size=32, fps=8, progress=False)
+
+
+@pytest.fixture
+def tiny_cfg():
+    from cvg_fast.config import get_preset
+
+    cfg = get_preset("tiny")
+    cfg.train.batch_size = 4
+    cfg.train.num_workers = 0
+    cfg.train.bn_recalibration_batches = 1
+    cfg.train.log_every = 1
+    for lv in cfg.levels:
+        lv.g_ch = lv.d_ch = 8
+    return cfg

@@ -1,0 +1,103 @@
+"""The commands users type: one-line errors (no traceback) for every bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=cwd or ROOT, timeout=300)
+
+
+def _train(*args):
+    return _run(str(ROOT / "train" / "level.py"), "--no-progress", *args)
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1]
+    assert last.startswith("error: ")
+    for n in needles:
+        assert n in last, last
+    return last
+
+
+def test_missing_data_folder(tmp_path):
+    p = _train("--level", "1", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run"))
+    _one_line_error(p, "nope")
+    assert not (tmp_path / "run" / "level1" / "checkpoint.pt").exists()
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "data").mkdir()
+    p = _train("--level", "1", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"))
+    _one_line_error(p, "data")
+
+
+def test_not_a_video(tmp_path):
+    d = tmp_path / "data" / "cls"
+    d.mkdir(parents=True)
+    (d / "clip.mp4").write_text("this is not a video")
+    p = _train("--level", "1", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"))
+    _one_line_error(p, "clip.mp4")
+
+
+def test_video_shorter_than_clip(tmp_path):
+    from cvg_fast.data import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", num_classes=1, videos_per_class=1, frames=5,
+                            size=32, progress=False)
+    p = _train("--level", "1", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"))
+    _one_line_error(p, "16")
+
+
+def test_unknown_preset(tmp_path):
+    p = _train("--preset", "imagenet", "--level", "1", "--data", str(tmp_path), "--out",
+               str(tmp_path / "run"))
+    _one_line_error(p, "imagenet", "tiny")
+
+
+def test_level_without_lower_levels(synth_data, tmp_path):
+    p = _train("--level", "2", "--data", str(synth_data), "--out", str(tmp_path / "run"))
+    _one_line_error(p, "level 1")
+    assert not (tmp_path / "run" / "level2" / "checkpoint.pt").exists()
+
+
+def test_level_out_of_range(synth_data, tmp_path):
+    p = _train("--level", "3", "--data", str(synth_data), "--out", str(tmp_path / "run"))
+    _one_line_error(p, "levels 1..2")
+
+
+def test_generate_frames_below_one(tmp_path):
+    p = _run("-m", "cvg_fast.cli", "generate", str(tmp_path), "--frames", "0", "--out",
+             str(tmp_path / "o"))
+    # no level 1 in an empty folder is reported before the frame count
+    _one_line_error(p)
+
+
+@pytest.mark.slow
+def test_train_two_levels_then_generate_from_the_shell(synth_data, tmp_path):
+    run = tmp_path / "run"
+    common = ["--data", str(synth_data), "--out", str(run), "--steps", "2", "--batch-size", "2",
+              "--g-ch", "8", "--d-ch", "8", "--num-workers", "0"]
+    assert _train("--level", "1", *common).returncode == 0
+    p = _train("--level", "2", *common)
+    assert p.returncode == 0, p.stderr
+    p = _run("-m", "cvg_fast.cli", "generate", str(run), "--frames", "0", "--out",
+             str(tmp_path / "o"))
+    _one_line_error(p, "frames must be")
+    p = _run("-m", "cvg_fast.cli", "generate", str(run), "--frames", "64", "--out",
+             str(tmp_path / "o"), "--num-videos", "2", "--grid")
+    assert p.returncode == 0, p.stderr
+    assert len(list((tmp_path / "o").glob("*.mp4"))) == 2
+    assert (tmp_path / "o" / "grid.png").is_file()
+    assert "matching error, level 2" in p.stdout

@@ -1,0 +1,101 @@
+"""generate(): long videos from short training, streaming, per-video determinism, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from cvg_fast.errors import CvgError
+from cvg_fast.models.checkpoint import load_cascade
+from cvg_fast.sampling import generate
+from cvg_fast.training import LevelTrainer
+from cvg_fast.training.distributed import DistInfo
+
+from test_training import RandomClips
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from cvg_fast.config import get_preset
+
+    cfg = get_preset("tiny")
+    cfg.train.batch_size, cfg.train.num_workers, cfg.train.steps = 4, 0, 1
+    cfg.train.bn_recalibration_batches = 1
+    for lv in cfg.levels:
+        lv.g_ch = lv.d_ch = 8
+    path = tmp_path_factory.mktemp("run")
+    ds = RandomClips(cfg.levels[-1].frames, cfg.levels[-1].size, num_classes=2)
+    for level in (1, 2):
+        LevelTrainer(cfg, level, ds, path, None, DistInfo(), progress=False).run()
+    return path
+
+
+@pytest.mark.parametrize("mult", [1, 4, 16])
+def test_longer_than_training(run, mult):
+    cascade = load_cascade(run, device="cpu")
+    frames = 16 * mult
+    v = generate(cascade, num_videos=2, frames=frames, progress=False)
+    assert v.shape == (2, frames, 32, 32, 3) and v.dtype == np.uint8
+
+
+def test_odd_lengths_and_level_choice(run):
+    cascade = load_cascade(run, device="cpu")
+    assert generate(cascade, frames=1, progress=False).shape == (1, 1, 32, 32, 3)
+    assert generate(cascade, frames=37, progress=False).shape == (1, 37, 32, 32, 3)
+    assert generate(cascade, frames=9, levels=1, progress=False).shape == (1, 9, 16, 16, 3)
+
+
+def test_video_is_the_same_alone_or_in_a_batch(run):
+    cascade = load_cascade(run, device="cpu")
+    batch = generate(cascade, num_videos=3, frames=24, seed=5, progress=False)
+    alone = generate(cascade, num_videos=3, frames=24, seed=5, batch_size=1, progress=False)
+    np.testing.assert_array_equal(batch, alone)
+    assert not np.array_equal(batch[0], batch[1])
+    other = generate(cascade, num_videos=1, frames=24, seed=6, progress=False)
+    assert not np.array_equal(other[0], batch[0])
+
+
+def test_streaming_to_files_equals_in_memory(run, tmp_path):
+    import av
+
+    cascade = load_cascade(run, device="cpu")
+    paths, stats = generate(cascade, num_videos=2, frames=40, out=tmp_path, return_stats=True,
+                            progress=False)
+    assert [p.name for p in paths] == ["video_0000_class0.mp4", "video_0001_class1.mp4"]
+    with av.open(str(paths[0])) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 40 and frames[0].shape == (32, 32, 3)
+    assert set(stats.matching_error) == {2}
+    assert 0 <= stats.matching_error[2] < 1
+    arr = generate(cascade, num_videos=2, frames=40, progress=False)
+    assert np.abs(arr[0].astype(int) - np.stack(frames).astype(int)).mean() < 8  # codec loss only
+
+
+def test_matching_error_measures_drift(run):
+    cascade = load_cascade(run, device="cpu")
+    _, good = generate(cascade, frames=16, return_stats=True, progress=False)
+    with torch.no_grad():  # a broken upscaler that ignores its input entirely
+        cascade.generators[1].out_conv.bias.fill_(5.0)
+    _, bad = generate(cascade, frames=16, return_stats=True, progress=False)
+    assert bad.matching_error[2] > good.matching_error[2] + 0.05
+
+
+@pytest.mark.parametrize("frames", [0, -3, 2.5])
+def test_bad_frames(run, frames):
+    with pytest.raises(CvgError, match="frames must be"):
+        generate(run, frames=frames, progress=False)
+
+
+def test_bad_classes(run):
+    with pytest.raises(CvgError, match="out of range"):
+        generate(run, classes=7, progress=False)
+    with pytest.raises(CvgError, match="one per video"):
+        generate(run, num_videos=2, classes=[0, 1, 1], progress=False)
+
+
+def test_missing_run_and_levels(tmp_path, run):
+    with pytest.raises(CvgError, match="does not exist"):
+        load_cascade(tmp_path / "nope")
+    with pytest.raises(CvgError, match="no trained level 1"):
+        load_cascade(tmp_path)
+    with pytest.raises(CvgError, match="level 3 is missing"):
+        load_cascade(run, levels=3)

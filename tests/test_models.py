@@ -1,0 +1,118 @@
+"""Shapes of every module for all four presets, conditioning, D pairing, per-video noise."""
+
+import pytest
+import torch
+
+from cvg_fast.config import get_preset
+from cvg_fast.models import (
+    MatchingDiscriminator, SpatialDiscriminator, build_discriminator, build_generator,
+    frame_noise, video_noise,
+)
+from cvg_fast.ops import downsample_to
+
+PRESETS = ["ucf101", "kinetics600", "bdd100k", "tiny"]
+
+
+def _small(name):
+    # same structure (levels, factors, windows), tiny sizes and widths: one forward is cheap
+    return get_preset(name).shrunk(size_div=1 if name == "tiny" else 8, width_div=8)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_full_width_construction(name):
+    cfg = get_preset(name)
+    for level in range(1, cfg.num_levels + 1):
+        g = build_generator(cfg, level, num_classes=5)
+        d = build_discriminator(cfg, level, num_classes=5)
+        assert sum(p.numel() for p in g.parameters()) > 0
+        assert (d.matching is not None) == (level > 1)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_forward_shapes_every_level(name, num_classes):
+    torch.manual_seed(0)
+    cfg = _small(name)
+    n = 2
+    y = torch.tensor([0, 2]) if num_classes else None
+    for level in range(1, cfg.num_levels + 1):
+        lv = cfg.levels[level - 1]
+        g = build_generator(cfg, level, num_classes)
+        d = build_discriminator(cfg, level, num_classes)
+        if level == 1:
+            x_low = None
+            out = g(torch.randn(n, cfg.z_dim), y)
+            assert out.shape == (n, lv.frames, 3, lv.size, lv.size)
+            longer = g(torch.randn(n, cfg.z_dim), y, frames=3 * lv.frames)  # unrolls past T
+            assert longer.shape == (n, 3 * lv.frames, 3, lv.size, lv.size)
+        else:
+            prev = cfg.levels[level - 2]
+            w = cfg.window(level)
+            tf = cfg.t_factor(level)
+            x_low = torch.rand(n, w, 3, prev.size, prev.size) * 2 - 1
+            out = g(x_low, torch.randn(n, w * tf, cfg.z_ch, prev.size, prev.size), y)
+            assert out.shape == (n, w * tf, 3, lv.size, lv.size)
+        assert out.abs().max() <= 1
+        scores = d(out, x_low, y)
+        assert scores["spatial"].shape == (n, min(lv.d_frames, out.shape[1]))
+        assert scores["temporal"].shape == (n,)
+        assert ("matching" in scores) == (level > 1)
+        if level > 1:
+            assert scores["matching"].shape == (n,)
+        sum(s.sum() for s in scores.values()).backward()
+        assert all(p.grad is not None for p in d.parameters() if p.requires_grad)
+
+
+def test_no_md_ablation_drops_matching():
+    cfg = _small("tiny")
+    cfg.levels[1].matching = False
+    d = build_discriminator(cfg, 2, 0)
+    assert d.matching is None
+    out = d(torch.randn(2, 8, 3, 32, 32), torch.randn(2, 4, 3, 16, 16))
+    assert set(out) == {"spatial", "temporal"}
+
+
+def test_matching_pair_is_downsampled_output_next_to_input():
+    high = torch.randn(2, 8, 3, 32, 32)
+    low = torch.randn(2, 4, 3, 16, 16)
+    pair = MatchingDiscriminator.pair(high, low)
+    assert pair.shape == (2, 4, 6, 16, 16)
+    torch.testing.assert_close(pair[:, :, :3], downsample_to(high, 4, 16))
+    torch.testing.assert_close(pair[:, :, 3:], low)
+
+
+def test_spatial_d_samples_distinct_frames_per_video():
+    g = torch.Generator().manual_seed(0)
+    idx = SpatialDiscriminator.sample_frames(64, 8, 5, g, torch.device("cpu"))
+    assert idx.shape == (64, 5)
+    assert all(len(set(row.tolist())) == 5 for row in idx)
+    assert len({tuple(r.tolist()) for r in idx}) > 1  # videos draw different frames
+
+
+def test_upscaler_zero_residual_reproduces_input():
+    cfg = _small("tiny")
+    g = build_generator(cfg, 2, 0).eval()
+    with torch.no_grad():
+        g.out_conv.weight.zero_()
+        g.out_conv.bias.zero_()
+        x = torch.rand(1, 4, 3, 16, 16) * 1.6 - 0.8
+        out = g(x, torch.randn(1, 8, cfg.z_ch, 16, 16))
+    torch.testing.assert_close(downsample_to(out, 8, 16)[:, ::2], x, atol=0.02, rtol=0)
+
+
+def test_noise_is_per_video_not_per_batch():
+    a = video_noise(7, [0, 1, 2, 3], 16)
+    b = video_noise(7, [2], 16)
+    torch.testing.assert_close(a[2:3], b)
+    assert not torch.allclose(a[0], a[1])
+    f = frame_noise(7, [0, 1], 2, 0, 6, (2, 4, 4))
+    g = frame_noise(7, [1], 2, 3, 6, (2, 4, 4))  # same frames, other window and batch
+    torch.testing.assert_close(f[1:, 3:], g)
+    assert not torch.allclose(f[0], f[1])
+
+
+def test_conditional_generator_needs_labels():
+    cfg = _small("tiny")
+    g = build_generator(cfg, 1, 3)
+    with pytest.raises(ValueError, match="labels"):
+        g(torch.randn(2, cfg.z_dim))
