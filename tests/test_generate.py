@@ -48,7 +48,9 @@ def test_video_is_the_same_alone_or_in_a_batch(run):
     cascade = load_cascade(run, device="cpu")
     batch = generate(cascade, num_videos=3, frames=24, seed=5, progress=False)
     alone = generate(cascade, num_videos=3, frames=24, seed=5, batch_size=1, progress=False)
-    np.testing.assert_array_equal(batch, alone)
+    # identical up to float rounding of batched convs (a mixing bug moves whole frames)
+    diff = np.abs(batch.astype(int) - alone.astype(int))
+    assert diff.max() <= 1 and diff.mean() < 1e-3
     assert not np.array_equal(batch[0], batch[1])
     other = generate(cascade, num_videos=1, frames=24, seed=6, progress=False)
     assert not np.array_equal(other[0], batch[0])
@@ -67,7 +69,9 @@ def test_streaming_to_files_equals_in_memory(run, tmp_path):
     assert set(stats.matching_error) == {2}
     assert 0 <= stats.matching_error[2] < 1
     arr = generate(cascade, num_videos=2, frames=40, progress=False)
-    assert np.abs(arr[0].astype(int) - np.stack(frames).astype(int)).mean() < 8  # codec loss only
+    luma = np.array([0.299, 0.587, 0.114])  # yuv420p keeps luma at full resolution
+    assert np.abs(arr[0] @ luma - np.stack(frames) @ luma).mean() < 4  # codec loss only
+    assert np.abs(arr[1] @ luma - np.stack(frames) @ luma).mean() > 10  # and it is video 0
 
 
 def test_matching_error_measures_drift(run):

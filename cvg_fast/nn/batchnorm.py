@@ -92,12 +92,13 @@ class ConditionalBatchNorm(nn.Module):
 
 
 def standing_statistics(model: nn.Module):
-    """Context: reset every BN's running stats and switch to a cumulative average.
+    """Context: recompute every BN's running statistics as a plain average.
 
-    Inside, run the model in train mode on a few batches; on exit the running
-    statistics are the average over those batches (BigGAN's "standing stats")
-    and momentum is restored. Generators sample in eval mode with these, so a
-    video does not depend on the batch it shares.
+    Inside, only the BN layers are in train mode (spectral-norm u, v and all
+    else stay frozen, so training state is untouched) and their momentum is
+    None (cumulative average); run the model on a few batches. On exit the
+    model is in eval mode with BigGAN-style "standing statistics": generators
+    sample in eval mode, so a video does not depend on the batch it shares.
     """
     import contextlib
 
@@ -105,13 +106,16 @@ def standing_statistics(model: nn.Module):
     def ctx():
         bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [m.momentum for m in bns]
+        model.eval()
         for m in bns:
             m.reset_running_stats()
             m.momentum = None
+            m.train()
         try:
             yield
         finally:
             for m, mom in zip(bns, saved):
                 m.momentum = mom
+            model.eval()
 
     return ctx()

@@ -291,7 +291,6 @@ class LevelTrainer:
         if nb <= 0:
             return
         step = self.step
-        self.G.train()
         with standing_statistics(self.G):
             for i in range(nb):
                 gen = torch.Generator(device=self.device)
@@ -300,7 +299,7 @@ class LevelTrainer:
                 y = (torch.randint(0, self.num_classes, (n,), generator=gen, device=self.device)
                      if self.num_classes > 0 else None)
                 self.fake(y, n, gen, self.fake_input(y, n, gen))
-        self.G.eval()
+        self.G.train()
 
     @torch.no_grad()
     def write_samples(self) -> Path | None:
