@@ -62,7 +62,7 @@ def _write_raw(path, codec, frames, fps=25, pix_fmt="yuv420p", gop=6, pts=None, 
             s.set_display_rotation(rotation)
         if sar is not None:
             s.codec_context.sample_aspect_ratio = sar
-        if codec in ("mpeg4", "mjpeg"):
+        if codec in ("mpeg4", "mjpeg", "mpeg1video", "mpeg2video"):
             s.codec_context.qscale = True
             s.codec_context.global_quality = 2 * 118  # -q:v 2, as VideoWriter does
         if options:
@@ -132,7 +132,8 @@ def test_synthetic_classes_have_their_colour_and_move(synth):
             fg = _foreground(v)
             assert fg.any(axis=(1, 2)).all(), "shape visible in every frame"
             # fully on screen: never touches the border
-            assert not (fg[:, 0].any() or fg[:, -1].any() or fg[:, :, 0].any() or fg[:, :, -1].any())
+            border = fg[:, 0].any() or fg[:, -1].any() or fg[:, :, 0].any() or fg[:, :, -1].any()
+            assert not border
             mean = v[fg].mean(axis=0)
             dists = [np.linalg.norm(mean - np.array(c, float)) for _, c in COLOURS[:4]]
             assert int(np.argmin(dists)) == k, (name, mean)
@@ -195,6 +196,8 @@ CONTAINERS = [
     ("webm", "libvpx-vp9", "yuv420p"),
     ("webm", "libvpx", "yuv420p"),
     ("mkv", "ffv1", "gray"),
+    ("ts", "mpeg2video", "yuv420p"),  # broadcast: pts start at 1.4 s, no frame count
+    ("mpg", "mpeg1video", "yuv420p"),  # r_frame_rate != avg rate: located via the pts table
 ]
 
 
@@ -460,7 +463,8 @@ def test_video_folder_bad_inputs(tmp_path):
     (root / "bad" / "truncated.mp4").unlink()
     with pytest.raises(CvgError) as e:
         VideoFolder(root, clip_frames=4, size=8, frame_stride=2, progress=False)
-    _one_line_error(e, "short.mp4", "only 5 frames", "needs 7", "--frame-stride", "--skip-bad-videos")
+    _one_line_error(e, "short.mp4", "only 5 frames", "needs 7", "--frame-stride",
+                    "--skip-bad-videos")
     assert len(VideoFolder(root, clip_frames=5, size=8, progress=False)) == 3  # 5 frames suffice
 
 
@@ -548,11 +552,16 @@ def test_video_folder_index_cache(tmp_path, monkeypatch):
         third = VideoFolder(root, 4, 8, skip_bad=True, index_cache=cache, progress=False)
     assert calls == ["1.mp4"]
     assert [v.frames for v in third.videos] == [12, 20, 12, 12]
-    assert json.loads(cache.read_text())["entries"][os.path.join("x", "1.mp4")]["info"]["frames"] == 20
+    entries = json.loads(cache.read_text())["entries"]
+    assert entries[os.path.join("x", "1.mp4")]["info"]["frames"] == 20
 
 
 def test_video_folder_in_dataloader_workers(synth):
+    import pickle
+
     ds = VideoFolder(synth, clip_frames=6, size=16, progress=False)
+    clone = pickle.loads(pickle.dumps(ds))  # what spawn-started workers receive
+    assert clone.videos == ds.videos and torch.equal(clone[(3, 4)]["video"], ds[(3, 4)]["video"])
     keys = [(i, 1000 + i) for i in range(8)]
     loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=keys, num_workers=2)
     batches = list(loader)
@@ -603,7 +612,8 @@ def test_video_writer_streams_and_is_atomic(tmp_path):
 def test_video_writer_sizes(tmp_path, h, w):
     yy, xx = np.mgrid[0:h, 0:w]
     g = (xx * 160 // w + yy * 80 // h + 10)[..., None]
-    img = (g * np.array([1.0, 0.9, 0.7]) + np.array([0, 10, 30])).astype(np.uint8)  # luma-rich, chroma smooth
+    # detail in luma, smooth chroma: what 4:2:0 keeps
+    img = (g * np.array([1.0, 0.9, 0.7]) + np.array([0, 10, 30])).astype(np.uint8)
     frames = np.stack([np.roll(img, t, axis=1) for t in range(6)])
     path = write_video(tmp_path / "s.mp4", frames, 8)
     info = probe_video(path)

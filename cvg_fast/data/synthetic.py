@@ -1,0 +1,243 @@
+"""The built-in synthetic dataset: moving coloured shapes, written as real encoded videos.
+
+Why real files: the synthetic data then goes through exactly the path real footage
+does (`VideoFolder` -> PyAV decode -> resize/crop), so a smoke run exercises the
+whole input pipeline, and the files can be opened in any player.
+
+Class k is a fixed (colour, shape, motion) triple: the first four are
+red circle left-right, green square up-down, blue triangle diagonal, yellow cross
+on a circle; later classes cycle colours (8), shapes (6) and motions (5) with
+different periods, so all 120 possible classes are distinct triples. Each video
+draws its own start position, speed (~size/24 .. size/10 px per frame), direction
+and a dark, softly textured background from numpy's generator seeded with
+(seed, class, video): a video does not change when others are added.
+Shapes are ~size/4 across, always fully on screen (they bounce off the walls),
+drawn anti-aliased (4x4 supersampling).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from cvg_fast.data.video_io import VideoWriter
+from cvg_fast.errors import CvgError
+
+__all__ = ["write_synthetic_dataset", "synthetic_class_names", "render_synthetic_video"]
+
+COLOURS = (
+    ("red", (230, 40, 40)),
+    ("green", (40, 205, 60)),
+    ("blue", (50, 95, 245)),
+    ("yellow", (240, 220, 40)),
+    ("magenta", (225, 50, 225)),
+    ("cyan", (40, 220, 225)),
+    ("orange", (245, 140, 30)),
+    ("white", (235, 235, 235)),
+)
+SHAPES = ("circle", "square", "triangle", "cross", "diamond", "ring")
+MOTIONS = ("right", "down", "diag", "orbit", "zigzag")
+MAX_CLASSES = 120  # lcm(8, 6, 5): beyond it (colour, shape, motion) triples repeat
+
+_SUPERSAMPLE = 4
+_EXT = {"libx264": ".mp4", "libx265": ".mp4", "mpeg4": ".avi", "mjpeg": ".avi", "libvpx": ".webm",
+        "libvpx-vp9": ".webm", "ffv1": ".mkv"}
+
+
+def _class_spec(k: int) -> tuple[str, tuple[int, int, int], str, str]:
+    colour, rgb = COLOURS[k % len(COLOURS)]
+    return colour, rgb, SHAPES[k % len(SHAPES)], MOTIONS[k % len(MOTIONS)]
+
+
+def synthetic_class_names(num_classes: int) -> list[str]:
+    """Folder names, e.g. '00_red_circle_right'; sorted order == class index."""
+    width = max(2, len(str(num_classes - 1)))
+    names = []
+    for k in range(num_classes):
+        colour, _, shape, motion = _class_spec(k)
+        names.append(f"{k:0{width}d}_{colour}_{shape}_{motion}")
+    return names
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Inside-test on offsets from the centre (pixel units); every shape fits in radius r."""
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) <= 0.78 * r
+    if shape == "triangle":  # apex up, inscribed in the circle of radius r
+        return (dy <= 0.5 * r) & (np.abs(dx) <= (dy + r) / np.sqrt(3.0))
+    if shape == "cross":
+        arm = 0.32 * r
+        return ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= r
+    if shape == "ring":
+        d2 = dx * dx + dy * dy
+        return (d2 <= r * r) & (d2 >= (0.5 * r) ** 2)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _bounce(
+    p0: float, speed: float, forward: bool, lo: float, hi: float, frames: int
+) -> np.ndarray:
+    """Positions of a point going back and forth inside [lo, hi], turning around before a wall.
+
+    It moves `speed` px per frame one way and 2 x `speed` the other, so no two frames
+    1 or 2 apart ever share a position (a symmetric reversal would make frames t-1
+    and t+1 coincide, and every-2nd-frame subsampling would show a pause).
+    Needs hi - lo >= 3 x speed.
+    """
+    fast_first = forward  # which direction is the fast one, fixed per video
+    out = np.empty(frames)
+    p, d = p0, 1.0 if forward else -1.0
+    for t in range(frames):
+        out[t] = p
+        step = speed * (2.0 if (d > 0) == fast_first else 1.0)
+        if not lo <= p + d * step <= hi:
+            d = -d
+            step = speed * (2.0 if (d > 0) == fast_first else 1.0)
+        p += d * step
+    return out
+
+
+def _trajectory(motion: str, rng: np.random.Generator, frames: int, size: int, r: float):
+    """Centre (x, y) per frame, each (frames,), keeping the shape 1 px off every edge.
+
+    Speed: back-and-forth motions go size/24..size/20 px per frame one way and twice
+    that the other (see `_bounce`); the orbit goes size/20..size/12.
+    """
+    lo, hi = r + 1.0, size - r - 1.0
+    slow = rng.uniform(size / 24, size / 20)
+    coin = lambda: bool(rng.integers(2))  # noqa: E731
+    x0, y0 = rng.uniform(lo, hi), rng.uniform(lo, hi)
+    if motion == "right":
+        return _bounce(x0, slow, coin(), lo, hi, frames), np.full(frames, y0)
+    if motion == "down":
+        return np.full(frames, x0), _bounce(y0, slow, coin(), lo, hi, frames)
+    if motion == "diag":
+        angle = rng.uniform(np.pi / 6, np.pi / 3)
+        return (_bounce(x0, slow * np.cos(angle) * np.sqrt(2), coin(), lo, hi, frames),
+                _bounce(y0, slow * np.sin(angle) * np.sqrt(2), coin(), lo, hi, frames))
+    if motion == "orbit":
+        speed = rng.uniform(size / 20, size / 12)
+        c = size / 2
+        radius = rng.uniform(0.55, 1.0) * (hi - c)
+        omega = (1 if coin() else -1) * speed / radius
+        phase = rng.uniform(0, 2 * np.pi) + omega * np.arange(frames)
+        return c + radius * np.cos(phase), c + radius * np.sin(phase)
+    if motion == "zigzag":
+        amp = rng.uniform(0.3, 0.5) * (hi - lo) / 2
+        yc = rng.uniform(lo + amp, hi - amp)
+        period = rng.uniform(6, 10)
+        t = np.arange(frames)
+        y = yc + amp * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+        return _bounce(x0, slow, coin(), lo, hi, frames), y
+    raise ValueError(f"unknown motion {motion!r}")
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Dark tinted base plus two low-frequency waves: float (size, size, 3) in ~[5, 70]."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = rng.uniform(12, 40, size=3)
+    tex = np.zeros((size, size))
+    for _ in range(2):
+        fx, fy = rng.uniform(0.5, 2.0, size=2)
+        tex += np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi))
+    amp = rng.uniform(4, 10)
+    return base[None, None, :] + amp * tex[..., None] * rng.uniform(0.6, 1.0, size=3)[None, None, :]
+
+
+def render_synthetic_video(
+    class_index: int, video_index: int, frames: int, size: int, seed: int = 0
+) -> np.ndarray:
+    """One video of class `class_index`: uint8 (frames, size, size, 3). Deterministic."""
+    _, rgb, shape, motion = _class_spec(class_index)
+    rng = np.random.default_rng([seed, class_index, video_index])
+    r = size / 8.0  # diameter ~ size/4
+    cx, cy = _trajectory(motion, rng, frames, size, r)
+    bg = _background(rng, size)
+    # Coverage by 4x4 supersampling, evaluated only in the shape's bounding box.
+    s = _SUPERSAMPLE
+    alpha = np.zeros((frames, size, size, 1))
+    for t in range(frames):
+        x0, x1 = max(0, int(cx[t] - r) - 1), min(size, int(cx[t] + r) + 2)
+        y0, y1 = max(0, int(cy[t] - r) - 1), min(size, int(cy[t] + r) + 2)
+        dx = (np.arange(x0 * s, x1 * s) + 0.5) / s - cx[t]  # sub-pixel centres, pixel units
+        dy = (np.arange(y0 * s, y1 * s) + 0.5) / s - cy[t]
+        mask = _shape_mask(shape, dx[None, :], dy[:, None], r)
+        alpha[t, y0:y1, x0:x1, 0] = mask.reshape(y1 - y0, s, x1 - x0, s).mean(axis=(1, 3))
+    # Lit from above: the shape's top is 15% brighter than its bottom, so it is not a flat patch.
+    py = np.arange(size) + 0.5
+    rel = np.clip((py[None, :] - cy[:, None]) / r, -1.0, 1.0)  # (T, size): -1 top .. 1 bottom
+    shade = (1.0 - 0.075 * (rel + 1.0))[:, :, None, None]  # (T, size, 1, 1)
+    colour = np.asarray(rgb, np.float64)[None, None, None, :] * shade
+    video = bg[None] * (1 - alpha) + colour * alpha
+    return np.clip(np.rint(video), 0, 255).astype(np.uint8)
+
+
+def write_synthetic_dataset(
+    root: str | os.PathLike,
+    num_classes: int = 4,
+    videos_per_class: int = 16,
+    frames: int = 32,
+    size: int = 32,
+    fps: float = 8,
+    seed: int = 0,
+    codec: str = "libx264",
+    progress: bool = True,
+) -> Path:
+    """Write root/<class>/<video> real encoded videos; returns root.
+
+    The dataset is built in a hidden sibling folder and renamed to `root` at the end,
+    so an interrupted run leaves no half-made dataset under `root`. `root` must not
+    exist or be an empty folder. Encoding uses one x264 thread, so the bytes are the
+    same on every machine for a given seed.
+    """
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise CvgError(
+            f"num_classes must be 1..{MAX_CLASSES} for the synthetic dataset (got {num_classes})"
+        )
+    if videos_per_class < 1 or frames < 2:
+        raise CvgError(
+            f"need videos_per_class >= 1 and frames >= 2 (got {videos_per_class}, {frames})"
+        )
+    if size < 8:
+        raise CvgError(f"synthetic videos need size >= 8 px (got {size})")
+    if seed < 0:
+        raise CvgError(f"seed must be >= 0 (got {seed})")
+    root = Path(root).expanduser().absolute()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise CvgError(
+            f"{root} already exists and is not an empty folder; choose a new folder or delete it"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    ext = _EXT.get(codec, ".mkv")
+    tmp = root.parent / f".{root.name}.{secrets.token_hex(4)}.partial"
+    names = synthetic_class_names(num_classes)
+    from tqdm.auto import tqdm
+
+    total = num_classes * videos_per_class
+    try:
+        with tqdm(total=total, desc=f"writing synthetic videos to {root.name}", unit="video",
+                  disable=not progress) as bar:
+            for k, name in enumerate(names):
+                folder = tmp / name
+                folder.mkdir(parents=True)
+                for v in range(videos_per_class):
+                    video = render_synthetic_video(k, v, frames, size, seed)
+                    path = folder / f"{name}_{v:04d}{ext}"
+                    with VideoWriter(path, fps, codec, threads=1) as writer:
+                        writer.write(video)
+                    bar.update(1)
+        if root.exists():
+            root.rmdir()  # empty (checked above)
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root

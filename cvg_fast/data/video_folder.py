@@ -1,0 +1,405 @@
+"""A torch Dataset over a folder of real video files (UCF101, Kinetics, BDD100K, ...).
+
+Layouts:
+  root/<class_name>/**/<video>   one subfolder per class, class index = sorted names
+                                 (UCF101, Kinetics-600)  -> conditional, num_classes = #folders
+  root/<video>                   flat folder (BDD100K videos/train/*.mov)
+                                 -> one class, num_classes = 0 (unconditional)
+Hidden files and folders (name starts with '.') are ignored, and so are files whose
+suffix is not a video suffix (`VIDEO_EXTENSIONS`), e.g. a README or a .csv.
+
+Every file is probed once (frame count, first frame decoded) in a small thread pool
+(PyAV releases the GIL); `index_cache` keeps those results in a JSON file so a
+13k-file dataset is not re-probed by every run and every rank.
+
+An item is one clip: `{"video": float32 (T, 3, H, W) in [-1, 1], "label": int64 ()}`.
+Its start frame is drawn from `torch.Generator().manual_seed(seed)`, so the data of a
+training run is a pure function of (index, seed): pass `(index, seed)` keys from the
+sampler, e.g. seed = hash of (run seed, step), to make every batch reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cvg_fast.data import video_io
+from cvg_fast.data.video_io import VIDEO_EXTENSIONS, VideoInfo
+from cvg_fast.errors import CvgError
+
+__all__ = ["VideoFolder", "scan_video_folder"]
+
+_CACHE_FORMAT = "cvg_fast.video_index"
+_CACHE_VERSION = 1
+_SKIP_FLAG = "--skip-bad-videos (skip_bad=True)"
+_PROGRESS_MIN_FILES = 50
+
+
+def _is_video(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _walk_videos(folder: str, root: str) -> tuple[list[str], int, list[str]]:
+    """Video paths under `folder` (relative to `root`, sorted), the number of other
+    files seen, and a few of their names. Follows symlinks, never a loop twice."""
+    videos, others, other_names = [], 0, []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            if _is_video(name):
+                videos.append(os.path.relpath(os.path.join(dirpath, name), root))
+            else:
+                others += 1
+                if len(other_names) < 3:
+                    other_names.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return sorted(videos), others, other_names
+
+
+def scan_video_folder(root: str | os.PathLike) -> tuple[list[str] | None, list[tuple[str, int]]]:
+    """Find the videos of a dataset folder without opening them.
+
+    Returns (classes, items): classes is the sorted class-folder names, or None for a
+    flat folder; items is [(path relative to root, label)], sorted by class then path.
+    Raises CvgError for a missing root, a file instead of a folder, no videos, or a
+    mix of loose videos and class folders.
+    """
+    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    if not os.path.exists(root):
+        raise CvgError(
+            f"dataset folder {root} does not exist; check the path "
+            f"(or make a synthetic dataset with `cvg data synth {root}`)"
+        )
+    if not os.path.isdir(root):
+        raise CvgError(
+            f"{root} is a file, not a folder; pass the folder that holds the videos "
+            "or the class folders"
+        )
+    entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
+    loose, subdirs, others, other_names = [], [], 0, []
+    for name in entries:
+        full = os.path.join(root, name)
+        if os.path.isdir(full):
+            subdirs.append(name)
+        elif _is_video(name):
+            loose.append(name)
+        else:
+            others += 1
+            if len(other_names) < 3:
+                other_names.append(name)
+    per_class = {}
+    for name in subdirs:
+        vids, n_other, names = _walk_videos(os.path.join(root, name), root)
+        per_class[name] = vids
+        others += n_other
+        other_names.extend(names[: max(0, 3 - len(other_names))])
+    with_videos = [c for c in subdirs if per_class[c]]
+    if loose and with_videos:
+        raise CvgError(
+            f"{root} holds both loose videos (e.g. {loose[0]}) and class folders with videos "
+            f"(e.g. {with_videos[0]}/); move every video into a class folder, "
+            "or point at a folder of videos only"
+        )
+    if loose:
+        return None, [(name, 0) for name in loose]
+    if not with_videos:
+        seen = f"; found {others} other files (e.g. {', '.join(other_names)})" if others else ""
+        raise CvgError(
+            f"no video files found in {root}{seen}; expected {root}/<class>/<video> or "
+            f"{root}/<video> with a video suffix such as .mp4 .avi .mkv .webm .mov"
+        )
+    if others:  # say so: a video with an unexpected suffix must not vanish silently
+        warnings.warn(
+            f"{root}: ignored {others} file(s) without a video suffix "
+            f"(e.g. {', '.join(other_names)}); rename real videos to .mp4/.avi/... to use them",
+            stacklevel=3,
+        )
+    empty = [c for c in subdirs if not per_class[c]]
+    if empty:
+        warnings.warn(
+            f"{root}: {len(empty)} class folder(s) hold no videos and get no samples: "
+            f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}",
+            stacklevel=3,
+        )
+    items = [(rel, label) for label, c in enumerate(subdirs) for rel in per_class[c]]
+    return subdirs, items
+
+
+def _probe_one(path: str) -> VideoInfo | str:
+    """VideoInfo, or the one-line CvgError message for an unreadable file."""
+    try:
+        return video_io.probe_video(path)
+    except CvgError as exc:
+        return str(exc)
+
+
+def _load_cache(path: str | None) -> dict:
+    if path is None or not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("format") != _CACHE_FORMAT or data.get("version") != _CACHE_VERSION:
+            return {}
+        return dict(data["entries"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        warnings.warn(f"{path}: video index cache is unreadable; probing the videos again",
+                      stacklevel=4)
+        return {}
+
+
+def _save_cache(path: str, root: str, entries: dict) -> None:
+    """Atomic write: several ranks may write the same cache at once; each write is whole."""
+    tmp = None
+    try:
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.{secrets.token_hex(4)}.partial")
+        with open(tmp, "w", encoding="utf-8") as f:
+            doc = {"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "root": root,
+                   "entries": entries}
+            json.dump(doc, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        warnings.warn(
+            f"{path}: could not write the video index cache ({exc}); continuing without it",
+            stacklevel=4,
+        )
+
+
+class VideoFolder(Dataset):
+    """Clips of `clip_frames` frames, every `frame_stride`-th frame, `size` x `size` px.
+
+    Attributes: classes (sorted class-folder names, [] when flat), num_classes (0 when
+    flat: unconditional), videos (list[VideoInfo]), labels (list[int]), root.
+    Keeps no open files: safe to pickle into DataLoader workers.
+
+    Bad files: an unreadable file or one shorter than (clip_frames-1)*frame_stride+1
+    frames is a CvgError at construction; with skip_bad=True they are skipped with
+    one summary warning. A file that fails later, while decoding a clip, raises a
+    CvgError naming it; with skip_bad it warns once and the item falls back to the
+    next video (deterministically).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        clip_frames: int,
+        size: int,
+        frame_stride: int = 1,
+        skip_bad: bool = False,
+        index_cache: str | os.PathLike | None = None,
+        progress: bool = True,
+    ):
+        params = (("clip_frames", clip_frames), ("size", size), ("frame_stride", frame_stride))
+        for name, value in params:
+            if int(value) != value or value < 1:
+                raise CvgError(f"{name} must be a whole number >= 1 (got {value})")
+        self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        self.clip_frames = int(clip_frames)
+        self.size = int(size)
+        self.frame_stride = int(frame_stride)
+        self.skip_bad = bool(skip_bad)
+        self.frames_needed = (self.clip_frames - 1) * self.frame_stride + 1
+
+        classes, items = scan_video_folder(self.root)
+        probed = self._probe_all([rel for rel, _ in items], index_cache, progress)
+
+        videos, labels, unreadable, short = [], [], [], []
+        for (rel, label), result in zip(items, probed):
+            if isinstance(result, str):
+                unreadable.append((rel, result))
+            elif result.frames < self.frames_needed:
+                short.append((rel, result))
+            else:
+                videos.append(result)
+                labels.append(label)
+        self._handle_bad(len(items), unreadable, short)
+        if not videos:
+            raise CvgError(
+                f"no usable videos in {self.root}: all {len(items)} are unreadable or shorter than "
+                f"{self.frames_needed} frames; lower --frame-stride/--clip-frames or fix the files"
+            )
+        self.classes: list[str] = list(classes) if classes is not None else []
+        self.num_classes: int = len(self.classes)
+        self.videos: list[VideoInfo] = videos
+        self.labels: list[int] = labels
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ index
+
+    def _probe_all(self, rels: list[str], index_cache, progress: bool) -> list[VideoInfo | str]:
+        """Probe results in `rels` order; cached entries are reused when size and
+        mtime still match, so editing one file re-probes only that file."""
+        cache_path = os.fspath(index_cache) if index_cache is not None else None
+        cached = _load_cache(cache_path)
+        paths = [os.path.join(self.root, rel) for rel in rels]
+        results: list[VideoInfo | str | None] = [None] * len(rels)
+        stats: list[tuple[int, int] | None] = []
+        for k, p in enumerate(paths):
+            try:
+                st = os.stat(p)
+                stats.append((st.st_size, st.st_mtime_ns))
+            except OSError as exc:  # broken symlink, permissions
+                stats.append(None)
+                hint = video_io.BAD_VIDEO_HINT
+                results[k] = f"{p}: not a readable video ({exc.strerror}); {hint}"
+        todo = []
+        for k, (rel, stat) in enumerate(zip(rels, stats)):
+            if stat is None:
+                continue
+            entry = cached.get(rel)
+            if entry and entry.get("size") == stat[0] and entry.get("mtime_ns") == stat[1]:
+                try:
+                    if "info" in entry:
+                        results[k] = VideoInfo(path=paths[k], **entry["info"])
+                    else:
+                        results[k] = f"{paths[k]}: {entry['error']}"
+                    continue
+                except (TypeError, KeyError):  # hand-edited or foreign entry: probe again
+                    pass
+            todo.append(k)
+        if todo:
+            from tqdm.auto import tqdm
+
+            workers = max(1, min(8, 2 * (os.cpu_count() or 1), len(todo)))
+            bar = tqdm(
+                total=len(todo),
+                desc=f"probing videos in {os.path.basename(self.root) or self.root}",
+                unit="video",
+                disable=not (progress and len(todo) > _PROGRESS_MIN_FILES),
+            )
+            with bar, ThreadPoolExecutor(max_workers=workers) as pool:
+                for k, result in zip(todo, pool.map(_probe_one, [paths[k] for k in todo])):
+                    results[k] = result
+                    bar.update(1)
+        present = {rel for rel, stat in zip(rels, stats) if stat is not None}
+        if cache_path is not None and (todo or set(cached) != present):
+            entries = {}
+            for rel, path, stat, result in zip(rels, paths, stats, results):
+                if stat is None:
+                    continue
+                entry = {"size": stat[0], "mtime_ns": stat[1]}
+                if isinstance(result, VideoInfo):
+                    info = asdict(result)
+                    del info["path"]  # rebuilt from root + key: the dataset may move
+                    entry["info"] = info
+                else:
+                    prefix = f"{path}: "
+                    entry["error"] = result[len(prefix):] if result.startswith(prefix) else result
+                entries[rel] = entry
+            _save_cache(cache_path, self.root, entries)
+        return results  # type: ignore[return-value]
+
+    def _handle_bad(self, total: int, unreadable: list, short: list) -> None:
+        n_bad = len(unreadable) + len(short)
+        if not n_bad:
+            return
+        need = self.frames_needed
+        if not self.skip_bad:
+            others = f"; {n_bad - 1} other videos are bad too" if n_bad > 1 else ""
+            if unreadable:
+                msg = unreadable[0][1]
+                raise CvgError(f"{msg}{others}")
+            rel, info = short[0]
+            raise CvgError(
+                f"{info.path}: only {info.frames} frames, but a clip of {self.clip_frames} "
+                f"frames at stride {self.frame_stride} needs {need}; lower --frame-stride or "
+                f"--clip-frames, remove the video, or pass {_SKIP_FLAG}{others}"
+            )
+        examples = [f"{rel} ({_short_reason(msg)})" for rel, msg in unreadable[:3]]
+        room = max(0, 5 - len(examples))
+        examples += [f"{rel} ({info.frames} frames)" for rel, info in short[:room]]
+        warnings.warn(
+            f"{self.root}: skipping {n_bad} of {total} videos: {len(unreadable)} unreadable, "
+            f"{len(short)} shorter than {need} frames (clip {self.clip_frames} x stride "
+            f"{self.frame_stride}); e.g. {', '.join(examples)}",
+            stacklevel=3,
+        )
+
+    # ------------------------------------------------------------------ items
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __repr__(self) -> str:
+        kind = f"{self.num_classes} classes" if self.num_classes else "unconditional"
+        return (
+            f"VideoFolder({self.root}: {len(self)} videos, {kind}, clip {self.clip_frames} frames "
+            f"x stride {self.frame_stride}, {self.size}x{self.size} px)"
+        )
+
+    def _parse_key(self, key) -> tuple[int, int]:
+        if isinstance(key, (tuple, list)):
+            if len(key) != 2:
+                raise TypeError(f"VideoFolder key must be an index or (index, seed), got {key!r}")
+            index, seed = int(key[0]), int(key[1])
+        else:
+            index = int(key)
+            seed = None
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"VideoFolder index {index} out of range for {n} videos")
+        index %= n
+        return index, index if seed is None else seed
+
+    def clip_start(self, index: int, seed: int | None = None) -> int:
+        """The first frame of item (index, seed): uniform over all valid starts."""
+        n_starts = self.videos[index].frames - self.frames_needed + 1
+        g = torch.Generator().manual_seed(index if seed is None else int(seed))
+        return int(torch.randint(n_starts, (1,), generator=g).item())
+
+    def _load(self, index: int, seed: int) -> dict[str, torch.Tensor]:
+        info = self.videos[index]
+        start = self.clip_start(index, seed)
+        clip = video_io.read_clip(info.path, start, self.clip_frames, self.frame_stride, self.size)
+        video = torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2))).float()
+        video = video.div_(127.5).sub_(1.0)
+        return {"video": video, "label": torch.tensor(self.labels[index], dtype=torch.int64)}
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        """index or (index, seed) -> {"video": (T, 3, H, W) float32 in [-1, 1], "label": int64}."""
+        index, seed = self._parse_key(key)
+        n = len(self)
+        for attempt in range(n if self.skip_bad else 1):
+            j = (index + attempt) % n
+            try:
+                return self._load(j, seed)
+            except CvgError as exc:
+                if not self.skip_bad:
+                    raise
+                path = self.videos[j].path
+                if path not in self._warned:
+                    self._warned.add(path)
+                    what = str(exc).split(";")[0]
+                    warnings.warn(
+                        f"{what}; skipping it (skip_bad): items fall back to the next video",
+                        stacklevel=2,
+                    )
+        raise CvgError(
+            f"no video in {self.root} could be decoded; check the files (see the warnings above)"
+        )
+
+
+def _short_reason(msg: str) -> str:
+    """'<path>: not a readable video (reason); ...' -> 'reason'."""
+    start = msg.find("(")
+    end = msg.find(")", start + 1)
+    return msg[start + 1 : end] if 0 <= start < end else msg
