@@ -174,7 +174,8 @@ def test_empty(backend, device):
 @pytest.mark.parametrize("backend,device", CASES)
 def test_nonfinite_inputs_match_reference(backend, device):
     """Saturated and infinite pre-activations give the limits; NaN propagates."""
-    special = [-float("inf"), -100.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 100.0, float("inf"), float("nan")]
+    inf, nan = float("inf"), float("nan")
+    special = [-inf, -100.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 100.0, inf, nan]
     z_pre, n_pre = torch.tensor(special).repeat_interleave(10), torch.tensor(special).repeat(10)
     h = torch.linspace(-2, 2, 100)
     h[7] = float("nan")
@@ -186,7 +187,8 @@ def test_nonfinite_inputs_match_reference(backend, device):
 
 @pytest.mark.parametrize("backend,device", CASES)
 def test_gradcheck_float64(backend, device):
-    h, z_pre, n_pre = (t.requires_grad_() for t in make_inputs((2, 3, 2, 2), torch.float64, device)[:3])
+    inputs = make_inputs((2, 3, 2, 2), torch.float64, device)[:3]
+    h, z_pre, n_pre = (t.requires_grad_() for t in inputs)
     assert torch.autograd.gradcheck(lambda *xs: gru_blend(*xs, backend=backend), (h, z_pre, n_pre))
 
 
@@ -209,7 +211,8 @@ def test_triton_kernels_in_interpreter():
         pytest.skip("triton not installed")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-k", "triton_cpu", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", __file__, "-q", "-k", "triton_cpu",
+         "-p", "no:cacheprovider",
          "-W", "error:cvg_fast:RuntimeWarning"],  # a fallback to the reference would fail
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -225,7 +228,8 @@ def test_triton_kernels_in_interpreter():
 def _impl(out: torch.Tensor) -> str:
     """Which implementation built `out`, from its autograd node."""
     name = type(out.grad_fn).__name__
-    return {"_ExtGruBlendBackward": "ext", "_TritonGruBlendBackward": "triton"}.get(name, "reference")
+    fused = {"_ExtGruBlendBackward": "ext", "_TritonGruBlendBackward": "triton"}
+    return fused.get(name, "reference")
 
 
 @pytest.fixture
@@ -353,7 +357,8 @@ def test_compiles_without_graph_breaks():
     graphs = []
 
     def aot_eager_recording(gm, example_inputs):
-        graphs.append("\n".join(m.code for m in gm.modules() if isinstance(m, torch.fx.GraphModule)))
+        modules = (m for m in gm.modules() if isinstance(m, torch.fx.GraphModule))
+        graphs.append("\n".join(m.code for m in modules))
         return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
 
     step = torch.compile(lambda *xs: 2 * gru_blend(*xs, backend="cpp"), fullgraph=True,
@@ -373,7 +378,7 @@ def test_compiles_without_graph_breaks():
 
 
 def test_kernels_ship_as_subpackage_only(tmp_path):
-    """Installed, `cvg_fast.kernels` imports and no top-level `kernels` does (away from the repo)."""
+    """Installed, cvg_fast.kernels imports and a top-level `kernels` does not (outside the repo)."""
     code = (
         "import importlib.util, cvg_fast.kernels.gru_blend as k\n"
         "assert k.__name__ == 'cvg_fast.kernels.gru_blend', k.__name__\n"
@@ -394,7 +399,8 @@ def _nvcc_found() -> bool:
     return Path(home, "bin", "nvcc").exists()
 
 
-@pytest.mark.skipif(not (torch.version.cuda and _nvcc_found()), reason="needs a CUDA torch and nvcc")
+@pytest.mark.skipif(not (torch.version.cuda and _nvcc_found()),
+                    reason="needs a CUDA torch and nvcc")
 @pytest.mark.skipif(_status["cpp"] != "ok", reason=_status["cpp"])
 def test_extension_has_cuda_kernels():
     """Built where nvcc exists (FORCE_CUDA=1 in CI), the extension carries the CUDA kernels."""

@@ -1,0 +1,85 @@
+// The one registration file: the cvg_fast op schemas, their CPU / CUDA / Meta
+// kernels, and the Python module stub that makes `import cvg_fast._C` load
+// this library (which runs the registrations below).
+//
+// Ops (see ops.h):
+//   cvg_fast::gru_blend_fwd(Tensor h, Tensor z_pre, Tensor n_pre) -> Tensor
+//   cvg_fast::gru_blend_bwd(Tensor grad, Tensor h, Tensor z_pre, Tensor n_pre)
+//       -> (Tensor, Tensor, Tensor)
+//   cvg_fast::has_cuda() -> bool          true when the CUDA kernels were compiled in
+//
+// No pybind11: the module exposes nothing but the ops, so setup.py builds it
+// against the stable Python ABI (py_limited_api: one binary for every Python).
+
+#include <Python.h>
+
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include "ops.h"
+
+namespace cvg_fast {
+namespace {
+
+bool has_cuda() {
+#ifdef WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Meta kernels: output shapes, dtypes and layouts without data, so that
+// FakeTensor tracing (torch.compile, torch.export) can see through the ops.
+at::Tensor gru_blend_fwd_meta(const at::Tensor& h, const at::Tensor& z_pre, const at::Tensor& n_pre) {
+  check_elementwise_operands<3>("gru_blend_fwd", {h, z_pre, n_pre}, {"h", "z_pre", "n_pre"});
+  return at::empty_like(with_common_dense_layout<3>({h, z_pre, n_pre})[0]);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_blend_bwd_meta(
+    const at::Tensor& grad, const at::Tensor& h, const at::Tensor& z_pre, const at::Tensor& n_pre) {
+  check_elementwise_operands<4>("gru_blend_bwd", {grad, h, z_pre, n_pre},
+                                {"grad", "h", "z_pre", "n_pre"});
+  const at::Tensor like = with_common_dense_layout<4>({grad, h, z_pre, n_pre})[1];
+  return {at::empty_like(like), at::empty_like(like), at::empty_like(like)};
+}
+
+}  // namespace
+}  // namespace cvg_fast
+
+TORCH_LIBRARY(cvg_fast, m) {
+  m.def("gru_blend_fwd(Tensor h, Tensor z_pre, Tensor n_pre) -> Tensor");
+  m.def("gru_blend_bwd(Tensor grad, Tensor h, Tensor z_pre, Tensor n_pre) -> (Tensor, Tensor, Tensor)");
+  m.def("has_cuda() -> bool", &cvg_fast::has_cuda);
+}
+
+TORCH_LIBRARY_IMPL(cvg_fast, CPU, m) {
+  m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_cpu);
+  m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_cpu);
+}
+
+TORCH_LIBRARY_IMPL(cvg_fast, Meta, m) {
+  m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_meta);
+  m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_meta);
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(cvg_fast, CUDA, m) {
+  m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_cuda);
+  m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_cuda);
+}
+#endif
+
+// `import cvg_fast._C` loads this shared library, which runs the static
+// registrations above; the module itself is empty. (The library needs
+// libtorch already loaded: import torch first.)
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",                                        // m_name
+      "cvg_fast C++/CUDA ops: see torch.ops.cvg_fast",  // m_doc
+      -1,                                          // m_size: no per-interpreter state
+      nullptr,                                     // m_methods
+  };
+  return PyModule_Create(&module_def);
+}
