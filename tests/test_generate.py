@@ -79,6 +79,7 @@ def test_matching_error_measures_drift(run):
     _, good = generate(cascade, frames=16, return_stats=True, progress=False)
     with torch.no_grad():  # a broken upscaler that ignores its input entirely
         cascade.generators[1].out_conv.bias.fill_(5.0)
+        cascade.generators[1].residual_gain.fill_(1.0)
     _, bad = generate(cascade, frames=16, return_stats=True, progress=False)
     assert bad.matching_error[2] > good.matching_error[2] + 0.05
 

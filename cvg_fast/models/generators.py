@@ -9,8 +9,8 @@ UpscalerGenerator: a video x^{l-1} (N, T, 3, h, w) + noise -> x^l
 (N, T*t_factor, 3, h*s, w*s). Temporal upsampling first (linear in time),
 then units of [3D residual block -> 2D up-block -> 2D block], resolution
 doubled per unit, and the resized low-res input fed into every unit's output
-(1x1 conv) and into the output itself: out = tanh(conv(f) + atanh(resize(x))),
-so a zero residual reproduces the input exactly.
+(1x1 conv) and into the output itself: out = tanh(g * conv(f) + atanh(resize(x)))
+with a learnt gain g that starts at 0, so training starts from the exact input.
 """
 
 from __future__ import annotations
@@ -102,6 +102,9 @@ class UpscalerGenerator(nn.Module):
         self.sizes = [in_size * 2 ** (k + 1) if n_up > 0 else in_size for k in range(n_units)]
         self.out_bn = ConditionalBatchNorm(widths[-1], 0)
         self.out_conv = SNConv2d(widths[-1], img_ch, 3, padding=1)
+        # ReZero-style gain on the residual, 0 at init: training starts from the exact
+        # (resized) input and learns detail on top of it (spectral norm fixes the conv's scale)
+        self.residual_gain = nn.Parameter(torch.zeros(()))
 
     def upsample_time(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, C, h, w) -> (N, T*tf, C, h, w), linear in time (edges replicated)."""
@@ -134,7 +137,7 @@ class UpscalerGenerator(nn.Module):
                 f = f + self.skips[k](skip.reshape(n * t, *skip.shape[2:]))
                 h = f.view(n, t, *f.shape[1:]).transpose(1, 2)
             f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])
-            delta = self.out_conv(F.relu(self.out_bn(f)))
+            delta = self.out_conv(F.relu(self.out_bn(f))) * self.residual_gain
             base = _resize_frames(xu, self.sizes[-1]).reshape_as(delta)
             out = torch.tanh(delta + torch.atanh(base.clamp(-0.995, 0.995)))
         return out.view(n, t, *out.shape[1:])
