@@ -13,7 +13,10 @@ class CvgError(Exception):
 def run_main(main, argv=None) -> int:
     """Run a CLI main; a CvgError becomes `error: <message>` on stderr and exit code 2."""
     import sys
+    import warnings
 
+    # a warning a user should act on reads as one line, not as a source excerpt
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         return main(argv) or 0
     except CvgError as e:

@@ -26,11 +26,19 @@ _EPS = 1e-12
 
 
 class SpectralNormMixin:
-    """Adds `normalized_weight()` to a module owning `weight` (dim 0 = outputs)."""
+    """Adds orthogonal init and `normalized_weight()` to a layer owning `weight` (dim 0 = outputs).
+
+    Put it first in the bases (`class SNLinear(SpectralNormMixin, nn.Linear)`): it
+    runs the layer's own __init__, then initialises W orthogonally, b to 0, u and v.
+    """
 
     weight: torch.Tensor
 
-    def _init_spectral_norm(self, power_iterations: int = 15) -> None:
+    def __init__(self, *args, power_iterations: int = 15, **kwargs):
+        super().__init__(*args, **kwargs)
+        nn.init.orthogonal_(self.weight)
+        if getattr(self, "bias", None) is not None:
+            nn.init.zeros_(self.bias)
         w = self.weight.detach().flatten(1)
         u = F.normalize(w.new_empty(w.shape[0]).normal_(0, 1), dim=0, eps=_EPS)
         v = F.normalize(w.new_empty(w.shape[1]).normal_(0, 1), dim=0, eps=_EPS)
@@ -62,43 +70,21 @@ class SpectralNormMixin:
         return cached if cached is not None else self.compute_normalized_weight()
 
 
-class SNConv2d(SpectralNormMixin, nn.Conv2d):
+class _SNConvNd(SpectralNormMixin):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.normalized_weight(), self.bias)
+
+
+class SNConv2d(_SNConvNd, nn.Conv2d):
     """Conv2d with spectral norm and orthogonal init. (N, C, H, W) -> (N, C', H', W')."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        nn.init.orthogonal_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-        self._init_spectral_norm()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.normalized_weight(), self.bias)
-
-
-class SNConv3d(SpectralNormMixin, nn.Conv3d):
+class SNConv3d(_SNConvNd, nn.Conv3d):
     """Conv3d with spectral norm and orthogonal init. (N, C, T, H, W) -> (N, C', T', H', W')."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        nn.init.orthogonal_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-        self._init_spectral_norm()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.normalized_weight(), self.bias)
 
 
 class SNLinear(SpectralNormMixin, nn.Linear):
     """Linear with spectral norm and orthogonal init. (N, in) -> (N, out)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        nn.init.orthogonal_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-        self._init_spectral_norm()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.normalized_weight(), self.bias)
@@ -106,11 +92,6 @@ class SNLinear(SpectralNormMixin, nn.Linear):
 
 class SNEmbedding(SpectralNormMixin, nn.Embedding):
     """Class embedding with spectral norm (projection discriminators). (N,) -> (N, dim)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        nn.init.orthogonal_(self.weight)
-        self._init_spectral_norm()
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return F.embedding(y, self.normalized_weight())

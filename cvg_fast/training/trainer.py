@@ -383,6 +383,11 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
     top = cfg.levels[-1]
     cache = out / "data_index.json"
     if dist.is_main:
+        from cvg_fast.ops.backends import describe_backends
+
+        if progress:
+            print(f"cvg_fast: level {level} of {cfg.name!r} on {dist.device} x{dist.world}; "
+                  f"backends: {describe_backends()}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         dataset = VideoFolder(data, clip_frames=top.frames, size=top.size,
                               frame_stride=cfg.frame_stride, skip_bad=skip_bad_videos,
