@@ -97,7 +97,8 @@ def cmd_generate(args) -> int:
     cascade = load_cascade(args.run, levels=args.levels, device=args.device)
     paths, stats = generate(cascade, num_videos=args.num_videos, frames=args.frames,
                             classes=classes, seed=args.seed, out=args.out,
-                            batch_size=args.batch_size, fps=args.fps, return_stats=True)
+                            batch_size=args.batch_size, fps=args.fps, overlap=args.overlap,
+                            return_stats=True)
     for level, err in stats.matching_error.items():
         print(f"matching error, level {level}: {err:.4f}")
     print(f"{stats.frames} frames at {stats.size}px in {stats.seconds:.1f}s "
@@ -155,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--levels", type=int, default=None, help="stop at this level")
     g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--overlap", type=float, default=0.0,
+                   help="fraction of each upscaler window cross-faded with the next (0-0.5)")
     g.add_argument("--fps", type=int, default=None)
     g.add_argument("--device", default=None)
     g.add_argument("--grid", action="store_true", help="also write grid.png of the first frames")

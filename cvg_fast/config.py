@@ -56,6 +56,9 @@ class TrainConfig:
     num_workers: int = 2
     amp: str = "none"  # "none" | "bf16" (autocast on CUDA)
     bn_recalibration_batches: int = 8  # standing BN statistics written with each checkpoint
+    # level 1: unroll up to this many extra frames and show D only the last T, so the
+    # ConvGRU learns to keep moving past its horizon (0 = the paper's plain T-frame unroll)
+    rollout_offset: int = 0
 
 
 @dataclass
@@ -67,6 +70,7 @@ class CascadeConfig:
     num_classes: int = -1  # -1: number of class folders in the data (0 = unconditional)
     z_dim: int = 64  # level-1 noise per video
     z_ch: int = 4  # upscaler noise channels per input pixel
+    z_t_dim: int = 16  # level-1 noise per frame: keeps the ConvGRU moving past its horizon
     frame_stride: int = 1  # take every n-th source frame
     fps: int = 8  # frame rate of written videos
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -198,12 +202,13 @@ def _tiny() -> CascadeConfig:
         num_classes=-1,
         z_dim=32,
         z_ch=2,
+        z_t_dim=8,
         fps=8,
         # rates doubled from the paper's (G 1e-4, D 5e-4 -> 2e-4, 4e-4): measured to give
         # steadier shapes within the CPU demo's few hundred steps
         train=TrainConfig(
             steps=600, batch_size=16, lr_g=2e-4, lr_d=4e-4, checkpoint_every=300,
-            sample_every=300, num_workers=1, bn_recalibration_batches=4,
+            sample_every=300, num_workers=1, bn_recalibration_batches=4, rollout_offset=8,
         ),
     )
 

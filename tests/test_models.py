@@ -120,3 +120,19 @@ def test_conditional_generator_needs_labels():
     g = build_generator(cfg, 1, 3)
     with pytest.raises(ValueError, match="labels"):
         g(torch.randn(2, cfg.z_dim))
+
+
+def test_level1_frame_noise_is_causal_and_drives_every_step():
+    cfg = _small("tiny")
+    g = build_generator(cfg, 1, 0).eval()
+    z = torch.randn(2, cfg.z_dim)
+    e = torch.randn(2, 12, cfg.z_t_dim)
+    with torch.no_grad():
+        a = g(z, frames=12, frame_noise=e)
+        e2 = e.clone()
+        e2[:, 7] += 1.0
+        b = g(z, frames=12, frame_noise=e2)
+    torch.testing.assert_close(a[:, :7], b[:, :7])  # the past does not see the future
+    assert (a[:, 7:] - b[:, 7:]).abs().amax(dim=(0, 2, 3, 4)).min() > 0  # later frames do
+    with pytest.raises(ValueError, match="frame_noise"):
+        g(z, frames=12, frame_noise=e[:, :5])

@@ -166,3 +166,22 @@ def test_train_level_on_real_video_files(tiny_cfg, synth_data, tmp_path):
     assert state["num_classes"] == 2 and state["step"] == 2
     assert (tmp_path / "level1" / "samples" / "step0000002.png").is_file()
     assert (tmp_path / "level1" / "config.json").is_file()
+
+
+def test_level1_rollout_offset_shows_d_the_last_frames(tiny_cfg, tmp_path, monkeypatch):
+    tiny_cfg.train.rollout_offset = 5
+    tr = _trainer(tiny_cfg, 1, tmp_path)
+    lengths = []
+    real_forward = tr.G.forward
+
+    def spy(z, y=None, frames=None, frame_noise=None):
+        lengths.append(frames)
+        return real_forward(z, y, frames=frames, frame_noise=frame_noise)
+
+    monkeypatch.setattr(tr.G, "forward", spy)
+    for step in range(12):
+        tr.step = step
+        out = tr.fake(None if tr.num_classes == 0 else torch.tensor([0, 1]), 2,
+                      tr._gen("step"), None)
+        assert out.shape[1] == tiny_cfg.levels[0].frames  # D always sees T frames
+    assert set(lengths) <= set(range(8, 14)) and len(set(lengths)) > 1

@@ -1,39 +1,61 @@
-"""Sliding-window upscaling: plan, stitching, streaming with bounded buffers."""
+"""Sliding-window upscaling: window starts, stitching, cross-fades, bounded streaming."""
 
 import pytest
 import torch
 
-from cvg_fast.models import stream_upscale, window_plan
+from cvg_fast.models import stream_upscale, window_starts
 
 
-@pytest.mark.parametrize("total,window", [(8, 4), (10, 4), (3, 4), (1, 1), (17, 6), (48, 12)])
-def test_plan_covers_every_frame_once(total, window):
-    plan = window_plan(total, window)
-    emitted = []
-    for start, keep in plan:
-        w = min(window, total)
-        assert 0 <= start <= keep < start + w <= total
-        emitted += list(range(keep, start + w))
-    assert emitted == list(range(total))
+@pytest.mark.parametrize("total,window,overlap",
+                         [(8, 4, 0), (10, 4, 0), (3, 4, 0), (1, 1, 0), (17, 6, 0), (48, 12, 0),
+                          (8, 4, 2), (17, 6, 3), (23, 4, 1)])
+def test_windows_cover_every_frame(total, window, overlap):
+    starts = window_starts(total, window, overlap)
+    w = min(window, total)
+    assert starts[0] == 0 and starts[-1] + w == total
+    assert all(b > a for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= w - overlap for a, b in zip(starts, starts[1:]))  # no gaps
+    with pytest.raises(ValueError, match="overlap"):
+        window_starts(total, window, w // 2 + 1)
+
+
+def _identity_upscaler(tf, seen):
+    # output frames 2t, 2t+1 = 10 * input t; window content must not matter
+    def upscale(xw, t0, t1):
+        assert t1 - t0 == xw.shape[1] * tf
+        seen.append(xw.shape[1])
+        return (xw * 10).repeat_interleave(tf, dim=1)
+    return upscale
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 100])
-def test_stream_equals_framewise_map_and_buffers_stay_small(chunk):
-    # an "upscaler" that doubles time: output frame 2t, 2t+1 = 10 * input t (+ frame-index tag)
+@pytest.mark.parametrize("overlap", [0, 1, 2])
+def test_stream_equals_framewise_map(chunk, overlap):
     total, window, tf = 23, 4, 2
     x = torch.arange(total, dtype=torch.float32).view(1, total, 1, 1, 1)
     seen = []
+    chunks = (x[:, i: i + chunk] for i in range(0, total, chunk))
+    pieces = list(stream_upscale(_identity_upscaler(tf, seen), chunks, total, window, tf,
+                                 overlap=overlap))
+    out = torch.cat(pieces, dim=1)
+    assert out.shape[1] == total * tf
+    # cross-fading two windows that agree leaves the frames unchanged
+    torch.testing.assert_close(out[0, :, 0, 0, 0], (x[0, :, 0, 0, 0] * 10).repeat_interleave(tf))
+    assert len(seen) == len(window_starts(total, window, overlap))
+    assert max(p.shape[1] for p in pieces) <= window * tf  # one window of output at a time
+
+
+def test_cross_fade_ramps_between_disagreeing_windows():
+    # window i outputs the constant i: shared frames must ramp strictly from one to the next
+    count = iter(range(100))
 
     def upscale(xw, t0, t1):
-        assert xw.shape[1] == window and t1 - t0 == window * tf
-        seen.append(xw.shape[1])
-        return (xw * 10).repeat_interleave(tf, dim=1) + torch.arange(t0, t1).view(1, -1, 1, 1, 1) * 0
+        return torch.full((1, t1 - t0, 1, 1, 1), float(next(count)))
 
-    chunks = (x[:, i: i + chunk] for i in range(0, total, chunk))
-    out = torch.cat(list(stream_upscale(upscale, chunks, total, window, tf)), dim=1)
-    assert out.shape[1] == total * tf
-    torch.testing.assert_close(out[0, :, 0, 0, 0], (x[0, :, 0, 0, 0] * 10).repeat_interleave(tf))
-    assert len(seen) == len(window_plan(total, window))
+    out = torch.cat(list(stream_upscale(upscale, [torch.zeros(1, 8, 1, 1, 1)], 8, 4, 1,
+                                        overlap=2)), dim=1)[0, :, 0, 0, 0]
+    # windows [0,4) [2,6) [4,8): frames 2,3 fade 0->1, frames 4,5 fade 1->2
+    torch.testing.assert_close(out, torch.tensor([0, 0, 1 / 3, 2 / 3, 1 + 1 / 3, 1 + 2 / 3, 2, 2]))
 
 
 def test_stream_reports_windows_and_detects_short_input():

@@ -6,10 +6,10 @@ from cvg_fast.models.discriminators import (
 )
 from cvg_fast.models.generators import Level1Generator, UpscalerGenerator
 from cvg_fast.models.noise import frame_noise, video_noise
-from cvg_fast.models.windows import stream_upscale, window_plan
+from cvg_fast.models.windows import stream_upscale, window_starts
 
 __all__ = [
     "Cascade", "build_discriminator", "build_generator", "LevelDiscriminator",
     "MatchingDiscriminator", "SpatialDiscriminator", "TemporalDiscriminator", "Level1Generator",
-    "UpscalerGenerator", "frame_noise", "video_noise", "stream_upscale", "window_plan",
+    "UpscalerGenerator", "frame_noise", "video_noise", "stream_upscale", "window_starts",
 ]

@@ -24,7 +24,8 @@ def build_generator(cfg: CascadeConfig, level: int, num_classes: int) -> nn.Modu
     """Generator of `level` (1-based) as the config describes it."""
     lv = cfg.levels[level - 1]
     if level == 1:
-        return Level1Generator(lv.frames, lv.size, lv.g_ch, cfg.z_dim, num_classes)
+        return Level1Generator(lv.frames, lv.size, lv.g_ch, cfg.z_dim, num_classes,
+                               z_t_dim=cfg.z_t_dim)
     prev = cfg.levels[level - 2]
     return UpscalerGenerator(prev.size, cfg.t_factor(level), cfg.s_factor(level), lv.g_ch,
                              cfg.z_ch, num_classes)
@@ -65,16 +66,20 @@ class Cascade(nn.Module):
     def stream(self, z: torch.Tensor, y: torch.Tensor | None, frames1: int, noise_fn: NoiseFn,
                upto: int | None = None,
                on_window: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-               ) -> Iterator[torch.Tensor]:
+               overlap: float = 0.0) -> Iterator[torch.Tensor]:
         """Chunks (N, t, 3, H, W) of level `upto`'s video, in order.
 
         Level 1 makes all `frames1` frames at once (it is small and resident);
         each upscaling level slides over its input's windows and streams.
-        on_window(level, x_window, y_window) sees every upscaled window.
+        on_window(level, x_window, y_window) sees every upscaled window. overlap: the
+        fraction (0 to 0.5) of each upscaler's window shared with the next, cross-faded.
         """
+        if not 0.0 <= overlap <= 0.5:
+            raise ValueError(f"overlap must be a fraction in [0, 0.5], got {overlap}")
         upto = upto or self.num_levels
         cfg = self.cfg
-        stream: Iterator[torch.Tensor] = iter([self.generators[0](z, y, frames=frames1)])
+        e = noise_fn(1, 0, frames1, (cfg.z_t_dim,)).to(z.device, z.dtype) if cfg.z_t_dim else None
+        stream: Iterator[torch.Tensor] = iter([self.generators[0](z, y, frames1, e)])
         total = frames1
         for level in range(2, upto + 1):
             gen = self.generators[level - 1]
@@ -84,7 +89,8 @@ class Cascade(nn.Module):
                 return gen(xw, noise.to(xw.device, xw.dtype), y)
 
             hook = (lambda a, b, level=level: on_window(level, a, b)) if on_window else None
-            stream = stream_upscale(upscale, stream, total, cfg.window(level),
-                                    cfg.t_factor(level), hook)
+            w = min(cfg.window(level), total)
+            stream = stream_upscale(upscale, stream, total, w, cfg.t_factor(level), hook,
+                                    overlap=int(overlap * w))
             total *= cfg.t_factor(level)
         return stream

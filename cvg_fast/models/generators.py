@@ -1,9 +1,11 @@
 """The two generators of the cascade.
 
 Level1Generator: noise z (+ class) -> T frames at size S, temporally coherent
-through ConvGRU units (DVD-GAN style): fc(z) -> 4x4 map repeated over time ->
+through ConvGRU units (DVD-GAN style): fc([z, e_t]) -> 4x4 map per frame ->
 [ConvGRU -> 2D residual up-block] x log2(S/4) -> BN-ReLU-conv-tanh.
-It can unroll past its training length (`frames=` argument).
+It can unroll past its training length (`frames=` argument); the small per-frame
+noise e_t keeps driving the recurrence there (with a constant input the
+ConvGRU settles to a fixed point and long videos freeze).
 
 UpscalerGenerator: a video x^{l-1} (N, T, 3, h, w) + noise -> x^l
 (N, T*t_factor, 3, h*s, w*s). Temporal upsampling first (linear in time),
@@ -40,14 +42,15 @@ class Level1Generator(nn.Module):
     """z (N, z_dim), y (N,) or None -> video (N, T, 3, S, S) in [-1, 1]."""
 
     def __init__(self, frames: int, size: int, ch: int, z_dim: int, num_classes: int = 0,
-                 out_ch: int = 3):
+                 out_ch: int = 3, z_t_dim: int = 0):
         super().__init__()
         self.frames, self.size, self.z_dim, self.num_classes = frames, size, z_dim, num_classes
+        self.z_t_dim = z_t_dim
         n_up = int(round(math.log2(size // 4)))
         widths = [ch * min(2 ** (n_up - k), 8) for k in range(n_up + 1)]  # 4x4 ... SxS
         emb = min(z_dim, 128) if num_classes > 0 else 0
         self.embed = nn.Embedding(num_classes, emb) if num_classes > 0 else None
-        self.fc = SNLinear(z_dim + emb, widths[0] * 16)
+        self.fc = SNLinear(z_dim + emb + z_t_dim, widths[0] * 16)
         self.grus = nn.ModuleList(ConvGRU(widths[k], widths[k]) for k in range(max(n_up, 1)))
         self.ups = nn.ModuleList(
             GBlock(widths[k], widths[k + 1], dims=2, up=True, num_classes=num_classes)
@@ -56,17 +59,26 @@ class Level1Generator(nn.Module):
         self.out_bn = ConditionalBatchNorm(widths[-1], 0)
         self.out_conv = SNConv2d(widths[-1], out_ch, 3, padding=1)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None,
-                frames: int | None = None) -> torch.Tensor:
-        t = frames or self.frames
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, frames: int | None = None,
+                frame_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """frame_noise: (N, T, z_t_dim) per-frame noise (default: drawn from torch's RNG)."""
+        t = frames or (frame_noise.shape[1] if frame_noise is not None else self.frames)
         n = z.shape[0]
+        if self.z_t_dim and frame_noise is None:
+            frame_noise = torch.randn(n, t, self.z_t_dim, device=z.device, dtype=z.dtype)
+        if self.z_t_dim and tuple(frame_noise.shape) != (n, t, self.z_t_dim):
+            raise ValueError(f"frame_noise must be ({n}, {t}, {self.z_t_dim}), "
+                             f"got {tuple(frame_noise.shape)}")
         with spectral_norm_step(self):
             if self.embed is not None:
                 if y is None:
                     raise ValueError("class-conditional generator: pass labels y")
                 z = torch.cat([z, self.embed(y)], dim=1)
-            h = self.fc(z).view(n, -1, 4, 4)
-            h = h.unsqueeze(1).expand(n, t, *h.shape[1:])
+            # the same content code at every step, plus this frame's noise
+            rows = z.unsqueeze(1).expand(n, t, z.shape[1])
+            if self.z_t_dim:
+                rows = torch.cat([rows, frame_noise.to(z.dtype)], dim=2)
+            h = self.fc(rows.reshape(n * t, -1)).view(n, t, -1, 4, 4)
             yy = y.repeat_interleave(t) if y is not None else None  # b-major, matches (N*T)
             for k, gru in enumerate(self.grus):
                 h = gru(h)  # (N, T, C, s, s)

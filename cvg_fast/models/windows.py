@@ -1,11 +1,13 @@
 """Sliding an upscaler over a whole video, window by window.
 
 An upscaler trained on windows of w input frames runs at inference on windows
-[0, w), [w, 2w), ...; when w does not divide T the last window is aligned to
-the end, [T - w, T), and only its new output frames are kept. Each window
-maps w input frames to w * t_factor output frames. `stream_upscale` consumes
-its input as a stream of chunks and yields output chunks in order, holding at
-most one window (+ one input chunk) — memory does not grow with video length.
+that start every w - overlap frames: [0, w), [w - o, 2w - o), ...; the last
+window is aligned to the end, [T - w, T). Each window maps w input frames to
+w * t_factor output frames; where two windows overlap, their outputs are
+cross-faded linearly (overlap 0 and w dividing T: plain concatenation, the
+paper's scheme). `stream_upscale` consumes its input as a stream of chunks
+and yields output chunks in order, holding at most one input window, one
+input chunk and one window of output — memory does not grow with video length.
 Training uses the same function (and collects the stream) to build the
 inputs of level l from the frozen levels below.
 """
@@ -17,17 +19,18 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 
-def window_plan(total: int, window: int) -> list[tuple[int, int]]:
-    """[(start, keep_from)] in input frames: window [start, start+w) emits inputs >= keep_from."""
+def window_starts(total: int, window: int, overlap: int = 0) -> list[int]:
+    """First input frame of every window covering frames 0..total-1 (last one end-aligned)."""
     if total < 1 or window < 1:
-        raise ValueError(f"window_plan needs total >= 1 and window >= 1, got {total}, {window}")
+        raise ValueError(f"window_starts needs total >= 1 and window >= 1, got {total}, {window}")
     w = min(window, total)
-    plan, done = [], 0
-    while done < total:
-        start = min(done, total - w)
-        plan.append((start, done))
-        done = start + w
-    return plan
+    if not 0 <= overlap <= w // 2:
+        raise ValueError(f"overlap must be within 0..{w // 2} frames for a {w}-frame window, "
+                         f"got {overlap}")
+    starts = [0]
+    while starts[-1] + w < total:
+        starts.append(min(starts[-1] + w - overlap, total - w))
+    return starts
 
 
 WindowFn = Callable[[torch.Tensor, int, int], torch.Tensor]
@@ -36,20 +39,22 @@ WindowFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 def stream_upscale(upscale: WindowFn, chunks: Iterable[torch.Tensor], total: int, window: int,
                    t_factor: int,
                    on_window: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-                   ) -> Iterator[torch.Tensor]:
+                   overlap: int = 0) -> Iterator[torch.Tensor]:
     """Yield output chunks (N, t, C, H, W) of the upscaled stream, in order.
 
     upscale(x_window, t0, t1): (N, w, C, h, w) input frames -> (N, w*t_factor, ...)
     output frames; t0:t1 is the window's output frame range (for noise keyed by
     frame). chunks: the input video as (N, t_i, C, h, w) pieces summing to `total`.
     on_window(x_window, y_window) sees every window (e.g. for the matching error).
+    overlap: input frames shared by consecutive windows (cross-faded), <= w // 2.
     """
     it = iter(chunks)
     buf: torch.Tensor | None = None  # input frames [buf_start, buf_start + len)
     buf_start = 0
-    plan = window_plan(total, window)
+    starts = window_starts(total, window, overlap)
     w = min(window, total)
-    for i, (start, keep_from) in enumerate(plan):
+    pending: torch.Tensor | None = None  # previous window's output not emitted yet
+    for i, start in enumerate(starts):
         while buf is None or buf_start + buf.shape[1] < start + w:
             nxt = next(it, None)
             if nxt is None:
@@ -59,7 +64,16 @@ def stream_upscale(upscale: WindowFn, chunks: Iterable[torch.Tensor], total: int
         yw = upscale(xw, start * t_factor, (start + w) * t_factor)
         if on_window is not None:
             on_window(xw, yw)
-        yield yw[:, (keep_from - start) * t_factor:]
-        if i + 1 < len(plan):  # keep only what the next window needs
-            drop = plan[i + 1][0] - buf_start
+        if pending is not None and pending.shape[1] > 0:  # cross-fade the shared frames
+            ov = pending.shape[1]
+            ramp = torch.arange(1, ov + 1, device=yw.device, dtype=yw.dtype) / (ov + 1)
+            ramp = ramp.view(1, ov, *([1] * (yw.dim() - 2)))
+            yw = torch.cat([pending * (1 - ramp) + yw[:, :ov] * ramp, yw[:, ov:]], dim=1)
+        if i + 1 < len(starts):
+            cut = (starts[i + 1] - start) * t_factor  # the next window starts here
+            yield yw[:, :cut]
+            pending = yw[:, cut:]
+            drop = starts[i + 1] - buf_start  # keep only what the next window needs
             buf, buf_start = buf[:, drop:], buf_start + drop
+        else:
+            yield yw

@@ -88,15 +88,19 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: int | None = None,
              classes=None, seed: int = 0, device: str | torch.device | None = None,
              out: str | os.PathLike | None = None, batch_size: int = 8, fps: int | None = None,
-             levels: int | None = None, progress: bool = True, return_stats: bool = False):
+             levels: int | None = None, overlap: float = 0.0, progress: bool = True,
+             return_stats: bool = False):
     """Sample `num_videos` videos of `frames` frames from a trained cascade.
 
     cascade: a Cascade or a run folder. frames: output length at the top level
     (default: its training length; any length >= 1 works). classes: None (video
     i gets class i mod num_classes), one int, or one per video. levels: stop at
-    this level (default: all trained). Returns uint8 (N, F, H, W, 3), or the
-    list of .mp4 paths when `out` is given; with return_stats=True, also a
-    GenerationStats (timings and the per-level matching error).
+    this level (default: all trained). overlap: fraction of each upscaler window
+    (0 to 0.5) shared with the next and cross-faded: smoother window seams for
+    up to 2x upscaler work (0 = the paper's back-to-back windows).
+    Returns uint8 (N, F, H, W, 3), or the list of .mp4 paths when `out` is
+    given; with return_stats=True, also a GenerationStats (timings and the
+    per-level matching error).
     """
     if not isinstance(cascade, Cascade):
         cascade = load_cascade(cascade, device=device)
@@ -113,6 +117,8 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
         raise CvgError(f"num_videos must be >= 1, got {num_videos!r}")
     if batch_size < 1:
         raise CvgError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= overlap <= 0.5:
+        raise CvgError(f"overlap must be a fraction between 0 and 0.5, got {overlap}")
     labels = _resolve_classes(cascade, num_videos, classes)
     device = torch.device(device) if device is not None else next(cascade.parameters()).device
     cascade.to(device).eval()
@@ -154,7 +160,8 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
             try:
                 done = 0
                 with torch.inference_mode():
-                    for chunk in cascade.stream(z, y, frames1, noise, on_window=matching):
+                    for chunk in cascade.stream(z, y, frames1, noise, on_window=matching,
+                                                overlap=overlap):
                         chunk = chunk[:, : frames - done]
                         if chunk.shape[1] == 0:
                             break

@@ -14,7 +14,7 @@ import dataclasses
 
 from cvg_fast.config import PRESETS, CascadeConfig, LevelConfig, TrainConfig, get_preset
 
-_CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "frame_stride", "fps")
+_CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "z_t_dim", "frame_stride", "fps")
 
 
 def _flag(name: str) -> str:

@@ -223,7 +223,13 @@ class LevelTrainer:
     def fake(self, y, n: int, gen: torch.Generator, x_low: torch.Tensor | None):
         """G's output (with grad if enabled) for noise from `gen`."""
         if self.level == 1:
-            return self.G(self._randn((n, self.cfg.z_dim), gen), y)
+            cfg = self.cfg
+            t = cfg.levels[0].frames
+            k = (int(torch.randint(0, self.tc.rollout_offset + 1, (1,), generator=gen,
+                                   device=gen.device)) if self.tc.rollout_offset > 0 else 0)
+            e = self._randn((n, t + k, cfg.z_t_dim), gen) if cfg.z_t_dim else None
+            out = self.G(self._randn((n, cfg.z_dim), gen), y, frames=t + k, frame_noise=e)
+            return out[:, k:]  # D judges frames k..k+T of a longer rollout
         t = x_low.shape[1] * self.cfg.t_factor(self.level)
         noise = self._randn((n, t, self.cfg.z_ch, *x_low.shape[-2:]), gen)
         return self.G(x_low, noise, y)
