@@ -65,9 +65,9 @@ def cmd_demo(args) -> int:
           f"(4x the training length of {cfg.levels[-1].frames})")
     cascade = load_cascade(run, device="cpu")
     paths, stats = generate(cascade, num_videos=args.num_videos, frames=frames, out=videos,
-                            seed=args.seed, return_stats=True)
+                            seed=args.seed, overlap=0.5, return_stats=True)
     arr = generate(cascade, num_videos=args.num_videos, frames=frames, seed=args.seed,
-                   progress=False)
+                   overlap=0.5, progress=False)
     grid = videos / "grid.png"
     stride = max(frames // 16, 1)  # 16 columns spanning the whole video, past the horizon
     save_frame_grid_png(grid, arr[:, ::stride], max_frames=16)

@@ -35,6 +35,7 @@ class LevelConfig:
     window: int = 0  # upscalers: input frames per training window (0 = whole input)
     d_frames: int = 8  # k frames judged by the spatial discriminator
     matching: bool = True  # upscalers: use the matching discriminator ("No MD" = False)
+    temporal_d_down: int = 2  # spatial downsampling before the temporal D (1 = none)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def _tiny() -> CascadeConfig:
         # steadier shapes within the CPU demo's few hundred steps
         train=TrainConfig(
             steps=600, batch_size=16, lr_g=2e-4, lr_d=4e-4, checkpoint_every=300,
-            sample_every=300, num_workers=1, bn_recalibration_batches=4, rollout_offset=8,
+            sample_every=300, num_workers=1, bn_recalibration_batches=4,
         ),
     )
 

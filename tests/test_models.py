@@ -72,6 +72,21 @@ def test_no_md_ablation_drops_matching():
     assert set(out) == {"spatial", "temporal"}
 
 
+def test_temporal_d_downsampling_is_configurable():
+    cfg = _small("tiny")
+    for down, res in [(1, 16), (2, 8), (4, 4)]:
+        cfg.levels[0].temporal_d_down = down
+        d = build_discriminator(cfg, 1, 0)
+        seen = []
+        d.temporal.net.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+        assert d(torch.randn(2, 8, 3, 16, 16))["temporal"].shape == (2,)
+        assert seen[0][-1] == res
+    with pytest.raises(ValueError, match="power of two"):
+        from cvg_fast.models import TemporalDiscriminator
+
+        TemporalDiscriminator(16, 8, downsample=3)
+
+
 def test_matching_pair_is_downsampled_output_next_to_input():
     high = torch.randn(2, 8, 3, 32, 32)
     low = torch.randn(2, 4, 3, 16, 16)

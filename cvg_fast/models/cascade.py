@@ -36,7 +36,7 @@ def build_discriminator(cfg: CascadeConfig, level: int, num_classes: int) -> Lev
     lv = cfg.levels[level - 1]
     in_size = cfg.levels[level - 2].size if level > 1 else None
     return LevelDiscriminator(lv.size, lv.d_ch, lv.d_frames, num_classes, in_size=in_size,
-                              matching=lv.matching)
+                              matching=lv.matching, temporal_down=lv.temporal_d_down)
 
 
 class Cascade(nn.Module):

@@ -74,17 +74,18 @@ class SpatialDiscriminator(nn.Module):
 
 
 class TemporalDiscriminator(nn.Module):
-    """Video (N, T, C, S, S) -> (N,); downsamples 2x in space first unless told not to."""
+    """Video (N, T, C, S, S) -> (N,); downsamples `downsample`x in space first (paper: 2)."""
 
     def __init__(self, size: int, ch: int, num_classes: int = 0, in_ch: int = 3,
-                 downsample: bool = True):
+                 downsample: int = 2):
         super().__init__()
+        if downsample < 1 or downsample & (downsample - 1):
+            raise ValueError(f"temporal D downsampling must be a power of two, got {downsample}")
         self.downsample = downsample
-        self.net = _ResNetD(in_ch, size // 2 if downsample else size, ch, dims=3,
-                            num_classes=num_classes)
+        self.net = _ResNetD(in_ch, size // downsample, ch, dims=3, num_classes=num_classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.downsample:
+        for _ in range(self.downsample.bit_length() - 1):
             x = spatial_down(x)
         with spectral_norm_step(self):
             return self.net(x.transpose(1, 2), y)
@@ -96,7 +97,7 @@ class MatchingDiscriminator(nn.Module):
     def __init__(self, in_size: int, ch: int, num_classes: int = 0, img_ch: int = 3):
         super().__init__()
         self.core = TemporalDiscriminator(in_size, ch, num_classes, in_ch=2 * img_ch,
-                                          downsample=False)
+                                          downsample=1)
 
     @staticmethod
     def pair(x_high: torch.Tensor, x_low: torch.Tensor) -> torch.Tensor:
@@ -116,10 +117,10 @@ class LevelDiscriminator(nn.Module):
     """
 
     def __init__(self, size: int, ch: int, k: int, num_classes: int = 0,
-                 in_size: int | None = None, matching: bool = True):
+                 in_size: int | None = None, matching: bool = True, temporal_down: int = 2):
         super().__init__()
         self.spatial = SpatialDiscriminator(size, ch, k, num_classes)
-        self.temporal = TemporalDiscriminator(size, ch, num_classes)
+        self.temporal = TemporalDiscriminator(size, ch, num_classes, downsample=temporal_down)
         self.matching = (MatchingDiscriminator(in_size, ch, num_classes)
                          if (in_size is not None and matching) else None)
 
