@@ -29,7 +29,6 @@ def _motion_report(videos) -> tuple[float, float]:
 
 def cmd_demo(args) -> int:
     import numpy as np
-    import torch
 
     from cvg_fast.config import get_preset
     from cvg_fast.data import save_frame_grid_png, write_synthetic_dataset
@@ -45,7 +44,6 @@ def cmd_demo(args) -> int:
     steps = {1: args.steps or cfg.train.steps, 2: args.steps or max(cfg.train.steps * 2 // 5, 1)}
     print(f"cvg demo: everything goes to {out.resolve()}")
     print(f"backends: {describe_backends()}")
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     if not (data.is_dir() and any(data.iterdir())):
         print("[1/4] writing the synthetic dataset (real .mp4 files of moving shapes)")
         write_synthetic_dataset(data, num_classes=4, videos_per_class=32,

@@ -1,4 +1,4 @@
-"""Shared fixtures: a gru_blend-free environment is never assumed; tiny configs and data."""
+"""Shared fixtures: a small synthetic dataset of real .mp4 files and a tiny config."""
 
 import os
 
@@ -14,8 +14,10 @@ def synth_data(tmp_path_factory):
     from cvg_fast.data import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth")
-    return write_synthetic_dataset(root / "data", num_classes=2, videos_per_class=4, frames=24,
+    data = write_synthetic_dataset(root / "data", num_classes=2, videos_per_class=4, frames=24,
                                    size=32, fps=8, progress=False)
+    assert len(list(data.glob("*/*.mp4"))) == 8, "the synthetic dataset is incomplete"
+    return data
 
 
 @pytest.fixture
