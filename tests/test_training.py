@@ -165,6 +165,11 @@ def test_train_level_on_real_video_files(tiny_cfg, synth_data, tmp_path):
     state = load_checkpoint(checkpoint_path(tmp_path, 1))
     assert state["num_classes"] == 2 and state["step"] == 2
     assert (tmp_path / "level1" / "samples" / "step0000002.png").is_file()
+    import av
+
+    with av.open(str(tmp_path / "level1" / "samples" / "step0000002.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 8 and frames[0].shape[0] == 16  # level-1 length and size, tiled
     assert (tmp_path / "level1" / "config.json").is_file()
 
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -309,10 +310,10 @@ class LevelTrainer:
 
     @torch.no_grad()
     def write_samples(self) -> Path | None:
-        """A PNG grid (one row per video) of eval-mode samples with fixed noise."""
+        """Eval-mode samples with fixed noise: a PNG grid (a row per video) and an .mp4."""
         if not self.dist.is_main:
             return None
-        from cvg_fast.data.video_io import save_frame_grid_png
+        from cvg_fast.data.video_io import save_frame_grid_png, write_video
 
         n = min(8, max(self.num_classes, 4))
         gen = torch.Generator(device=self.device).manual_seed(self.tc.seed + 12345)
@@ -322,8 +323,15 @@ class LevelTrainer:
         x = self.fake(y, n, gen, self.fake_input(y, n, gen))
         self.G.train()
         frames = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        videos = frames.permute(0, 1, 3, 4, 2).cpu().numpy()  # (N, T, H, W, 3)
         path = self.dir / "samples" / f"step{self.step:07d}.png"
-        save_frame_grid_png(path, frames.permute(0, 1, 3, 4, 2).cpu().numpy())
+        save_frame_grid_png(path, videos)
+        # the same samples side by side as one playable video (2 px white separators)
+        n, t, h, w, c = videos.shape
+        tiled = np.full((t, h, n * (w + 2) - 2, c), 255, np.uint8)
+        for i in range(n):
+            tiled[:, :, i * (w + 2): i * (w + 2) + w] = videos[i]
+        write_video(path.with_suffix(".mp4"), tiled, fps=self.cfg.fps)
         return path
 
     # ------------------------------------------------------------------ loop
