@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from cvg_fast.config import CascadeConfig
 from cvg_fast.errors import CvgError
