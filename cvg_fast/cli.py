@@ -2,6 +2,7 @@
 
     cvg demo                         synthetic data -> tiny cascade -> long videos (CPU, minutes)
     cvg generate RUN --frames F --out DIR
+    cvg eval RUN --data DIR [--i3d PATH] [--metrics ...] [--num-videos N]
     cvg train --preset P --level L --data DIR --out RUN   (same as train/level.py)
     cvg data synth DIR               the built-in synthetic dataset (real .mp4 files)
     cvg backends                     which fused-op backends this install has
@@ -39,59 +40,106 @@ def _grid_from_files(paths, png: Path, frames: int, size: int) -> int:
     return stride
 
 
+DEMO_METRICS = ("fvdsynth_16f", "fvdsynth_64f", "issynth", "accsynth")
+
+
+def _demo_dataset(path: Path, seed: int, spec: dict, what: str) -> None:
+    """Write the demo's synthetic set at `path`, or reuse it if it has exactly this spec."""
+    from cvg_fast.data import write_synthetic_dataset
+    from cvg_fast.data.synthetic import read_synthetic_spec
+
+    if path.is_dir() and any(path.iterdir()):
+        have = read_synthetic_spec(path)
+        keys = ("num_classes", "videos_per_class", "frames", "size", "seed")
+        if any(have.get(k) != v for k, v in (spec | {"seed": seed}).items() if k in keys):
+            raise CvgError(f"{path} holds another synthetic set ({have.get('frames')} frames, "
+                           f"{have.get('videos_per_class')} videos per class, seed "
+                           f"{have.get('seed')}) than this demo needs: delete it or use --out")
+        print(f"  reusing {what} in {path}")
+        return
+    write_synthetic_dataset(path, seed=seed, **spec)
+
+
 def cmd_demo(args) -> int:
+    import json
+
     import numpy as np
 
     from cvg_fast.config import get_preset
-    from cvg_fast.data import write_synthetic_dataset
     from cvg_fast.data.video_io import read_clip
+    from cvg_fast.metrics import parse_metric
+    from cvg_fast.metrics.sources import bilinear_source, cascade_source, folder_source
+    from cvg_fast.metrics.suite import MetricSuite, format_table
+    from cvg_fast.metrics.synth_evaluator import load_synth_evaluator
     from cvg_fast.ops.backends import describe_backends
     from cvg_fast.sampling import generate, load_cascade
     from cvg_fast.training import train_level
 
     t0 = time.time()
     out = Path(args.out)
-    data, run, videos = out / "data", out / "run", out / "videos"
+    data, heldout, run, videos = out / "data", out / "heldout", out / "run", out / "videos"
     cfg = get_preset("tiny")
+    top = cfg.levels[-1]
+    long_frames = top.frames * 4  # 4x the training length
     # level 2 starts as the exact upsampled input (residual gain 0) and needs fewer steps
     steps = {1: args.steps or cfg.train.steps, 2: args.steps or max(cfg.train.steps * 2 // 5, 1)}
     print(f"cvg demo: everything goes to {out.resolve()}")
     print(f"backends: {describe_backends()}")
-    if not (data.is_dir() and any(data.iterdir())):
-        print("[1/4] writing the synthetic dataset (real .mp4 files of moving shapes)")
-        write_synthetic_dataset(data, num_classes=4, videos_per_class=32,
-                                frames=cfg.levels[-1].frames * 3, size=cfg.levels[-1].size,
-                                fps=cfg.fps)
-    else:
-        print(f"[1/4] reusing the dataset in {data}")
+    print("[1/6] synthetic data (real .mp4 files of moving shapes): training set and a held-out "
+          "set for the metrics' floor")
+    spec = dict(num_classes=4, videos_per_class=args.num_eval_videos // 4, frames=long_frames,
+                size=top.size, fps=cfg.fps)
+    _demo_dataset(data, 0, spec, "the training set")
+    _demo_dataset(heldout, 1, spec, "the held-out set")
+    print("[2/6] the synthetic-set evaluator (features for FVD-synth, classes for accuracy)")
+    load_synth_evaluator(data, progress=True)
     for level in range(1, cfg.num_levels + 1):
         lv = cfg.levels[level - 1]
         cfg.train.steps = steps[level]
         cfg.train.checkpoint_every = cfg.train.sample_every = max(steps[level] // 2, 1)
-        print(f"[{level + 1}/4] training level {level}: {lv.frames} frames at {lv.size}px, "
+        print(f"[{level + 2}/6] training level {level}: {lv.frames} frames at {lv.size}px, "
               f"{steps[level]} steps")
         train_level(cfg, level, data, run, overwrite=True, device="cpu")
-    frames = cfg.levels[-1].frames * 4
-    print(f"[4/4] generating {args.num_videos} videos of {frames} frames "
-          f"(4x the training length of {cfg.levels[-1].frames})")
+    print(f"[5/6] generating {args.num_videos} videos of {long_frames} frames "
+          f"(4x the training length of {top.frames})")
     cascade = load_cascade(run, device="cpu")
-    paths, stats = generate(cascade, num_videos=args.num_videos, frames=frames, out=videos,
+    paths, stats = generate(cascade, num_videos=args.num_videos, frames=long_frames, out=videos,
                             seed=args.seed, overlap=0.5, return_stats=True)
     grid = videos / "grid.png"  # 16 columns spanning the whole video, past the horizon
-    stride = _grid_from_files(paths, grid, frames, stats.size)
+    stride = _grid_from_files(paths, grid, long_frames, stats.size)
     # motion as the viewer sees it: measured on the decoded files
     motion, on_screen = _motion_report(
-        np.stack([read_clip(p, 0, frames, 1, stats.size) for p in paths]))
+        np.stack([read_clip(p, 0, long_frames, 1, stats.size) for p in paths]))
     for level, err in stats.matching_error.items():
         print(f"matching error, level {level}: mean |downsample(x^{level}) - x^{level - 1}| = "
               f"{err:.4f} (0-1 scale; small = the upscaler stays on its input)")
     print(f"motion: mean |frame t+1 - frame t| = {motion:.4f}; bright pixels {on_screen:.1%}")
+    if not np.isfinite(motion):
+        raise CvgError("generated videos are not finite")
+
+    n = args.num_eval_videos
+    print(f"[6/6] metrics on {n} videos per row against {n} training clips")
+    specs = [parse_metric(m, top.frames, n) for m in DEMO_METRICS]
+    suite = MetricSuite(specs, data, size=top.size, stride=cfg.frame_stride, seed=args.seed)
+    rows = {
+        "real": suite.evaluate(folder_source(heldout, top.size, cfg.frame_stride, args.seed),
+                               "real"),
+        "bilinear": suite.evaluate(bilinear_source(cascade, 1, seed=args.seed), "bilinear"),
+        "cascade": suite.evaluate(cascade_source(cascade, seed=args.seed, overlap=0.5),
+                                  "cascade"),
+    }
+    (out / "metrics.json").write_text(json.dumps(
+        {label: {k: r.value for k, r in res.items()} for label, res in rows.items()}, indent=2))
+    print("real = held-out real clips (the floor); bilinear = level 1 upsampled in place of "
+          "level 2 (an upscaler that learned nothing); cascade = both levels")
+    print(format_table(rows, specs))
+    for line in suite.describe():
+        print(line)
     for p in paths:
         print(f"video: {p}")
     print(f"frame grid (every {stride}th frame, one row per video): {grid}")
+    print(f"metrics: {out / 'metrics.json'}")
     print(f"done in {time.time() - t0:.0f}s")
-    if not np.isfinite(motion):
-        raise CvgError("generated videos are not finite")
     return 0
 
 
@@ -121,6 +169,22 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from cvg_fast.metrics.run_eval import evaluate_run
+
+    t0 = time.time()
+    metrics = [m for m in (args.metrics or "").replace(",", " ").split() if m] or None
+    results, report = evaluate_run(args.run, args.data, metrics=metrics, i3d=args.i3d,
+                                   num_videos=args.num_videos, seed=args.seed,
+                                   device=args.device, batch_size=args.batch_size,
+                                   overlap=args.overlap, skip_bad=args.skip_bad_videos,
+                                   progress=not args.no_progress)
+    print(report)
+    print(f"appended {len(results)} lines to {Path(args.run) / 'metrics.jsonl'} "
+          f"({time.time() - t0:.0f}s)")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from cvg_fast.data import write_synthetic_dataset
 
@@ -146,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="cvg_demo", help="output folder (default: ./cvg_demo)")
     d.add_argument("--steps", type=int, default=None,
                    help="training steps of every level (default: 600 for level 1, 240 for level 2)")
-    d.add_argument("--num-videos", type=int, default=4)
+    d.add_argument("--num-videos", type=int, default=4, help="videos written to OUT/videos")
+    d.add_argument("--num-eval-videos", type=int, default=256,
+                   help="clips per metric row; also the size of the training and held-out sets "
+                        "(a multiple of 4, default 256)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(fn=cmd_demo)
 
@@ -166,6 +233,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None)
     g.add_argument("--grid", action="store_true", help="also write grid.png of the first frames")
     g.set_defaults(fn=cmd_generate)
+
+    from cvg_fast.metrics.registry import METRIC_HELP
+    from cvg_fast.metrics.run_eval import DEFAULT_NUM_VIDEOS
+
+    e = sub.add_parser(
+        "eval", help="FVD / IS / class accuracy of a trained run",
+        description="Generate through a trained run and print its metrics at the training "
+                    "length and at 4x it; one JSON line per metric goes to RUN/metrics.jsonl.",
+        epilog="metrics: " + "; ".join(f"{k}: {v}" for k, v in METRIC_HELP.items()))
+    e.add_argument("run", help="run folder (holds level1/, level2/, ...)")
+    e.add_argument("--data", required=True, help="the real videos the run was trained on")
+    e.add_argument("--i3d", default=None, help="I3D weights for fvd{N}_{L}f: the PyTorch port's "
+                                               "state dict or StyleGAN-V's i3d_torchscript.pt")
+    e.add_argument("--metrics", default=None, help="comma-separated names (default: the "
+                   "synthetic-set metrics on synthetic data, plus I3D FVD with --i3d)")
+    e.add_argument("--num-videos", type=int, default=DEFAULT_NUM_VIDEOS,
+                   help=f"generated (and real) clips per metric (default {DEFAULT_NUM_VIDEOS}, "
+                        f"sized for a CPU; the paper uses 2048)")
+    e.add_argument("--seed", type=int, default=0, help="noise of the generated videos and "
+                                                       "choice of real clips")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--overlap", type=float, default=0.0, help="upscaler window cross-fade "
+                                                              "(as in cvg generate)")
+    e.add_argument("--device", default=None)
+    e.add_argument("--skip-bad-videos", action="store_true",
+                   help="skip unreadable or too-short real videos instead of stopping")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(fn=cmd_eval)
 
     t = sub.add_parser("train", help="train one level (same options as train/level.py)",
                        add_help=False)

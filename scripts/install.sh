@@ -13,10 +13,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 . "$VENV/bin/activate"
-if ! python -c "import torch, av, tqdm, numpy, PIL, pytest, ninja" 2>/dev/null; then
+if ! python -c "import torch, av, tqdm, numpy, scipy, PIL, pytest, ninja" 2>/dev/null; then
   echo "[install] torch 2.14.1 and dependencies"
   python -m pip install -q --upgrade pip
-  python -m pip install -q "torch==2.14.1" numpy "av>=12" tqdm pillow pytest ninja setuptools wheel
+  python -m pip install -q "torch==2.14.1" numpy scipy "av>=12" tqdm pillow pytest ninja setuptools wheel
 fi
 stamp="$VENV/.cvg-build-stamp"
 want=$(cat setup.py pyproject.toml csrc/* 2>/dev/null | sha256sum | cut -c1-16)-${FORCE_CUDA:-0}-${CVG_NO_EXT:-0}

@@ -114,3 +114,32 @@ def test_missing_run_and_levels(tmp_path, run):
         load_cascade(tmp_path)
     with pytest.raises(CvgError, match="level 3 is missing"):
         load_cascade(run, levels=3)
+
+
+def test_iter_videos_streams_the_videos_generate_makes(run):
+    from cvg_fast.sampling import iter_videos
+
+    cascade = load_cascade(run, device="cpu")
+    whole = generate(cascade, num_videos=5, frames=20, seed=3, batch_size=2, progress=False)
+    batches = list(iter_videos(cascade, 5, 20, seed=3, batch_size=2))
+    assert [len(a) for a, _ in batches] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([a for a, _ in batches]), whole)
+    assert sum((lab for _, lab in batches), []) == [0, 1, 0, 1, 0]  # video i: class i mod 2
+    # an offset range: videos 3 and 4 are the same videos (up to batched-conv rounding)
+    (tail, labels), = list(iter_videos(cascade, 2, 20, seed=3, batch_size=8, first=3))
+    assert np.abs(tail.astype(int) - whole[3:].astype(int)).max() <= 1
+    assert labels == [1, 0]
+
+
+def test_bilinear_source_upsamples_level1(run):
+    from cvg_fast.metrics.sources import bilinear_source
+    from cvg_fast.ops import upsample_to
+
+    cascade = load_cascade(run, device="cpu")
+    (arr, labels), = list(bilinear_source(cascade, 1, seed=2)(3, 16))
+    assert arr.shape == (3, 16, 32, 32, 3) and labels == [0, 1, 0]
+    low = generate(cascade, num_videos=3, frames=8, levels=1, seed=2, batch_size=16,
+                   progress=False)
+    x = torch.from_numpy(low).permute(0, 1, 4, 2, 3).float()
+    want = upsample_to(x, 16, 32).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
+    np.testing.assert_array_equal(arr, want.numpy())

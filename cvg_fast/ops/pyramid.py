@@ -53,6 +53,25 @@ def downsample_to(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:
     return x
 
 
+def upsample_to(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:
+    """(N, T, C, h, w) -> (N, frames, C, size, size): linear in time, bilinear in space.
+
+    The baseline "an upscaler that learned nothing" (align_corners=False, edges
+    replicated, the same time interpolation an upscaler applies to its input).
+    """
+    n, t, c, h, w = x.shape
+    if frames < t or size < h:
+        raise ValueError(f"cannot upsample {t} frames x {h}px to {frames} x {size}px")
+    if frames != t:
+        v = F.interpolate(x.permute(0, 2, 1, 3, 4), size=(frames, h, w), mode="trilinear",
+                          align_corners=False)
+        x = v.permute(0, 2, 1, 3, 4)
+    if size != h:
+        x = F.interpolate(x.reshape(n * frames, c, h, w), size=(size, size), mode="bilinear",
+                          align_corners=False).view(n, frames, c, size, size)
+    return x
+
+
 def pyramid(x: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """Views x^1..x^L of a top-level clip; `shapes` = [(frames_l, size_l)] bottom-up.
 

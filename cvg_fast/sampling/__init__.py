@@ -1,6 +1,6 @@
 """Sampling: `generate()` streams long videos through the cascade; `load_cascade()` loads runs."""
 
 from cvg_fast.models.checkpoint import load_cascade
-from cvg_fast.sampling.generate import GenerationStats, generate
+from cvg_fast.sampling.generate import GenerationStats, generate, iter_videos
 
-__all__ = ["generate", "load_cascade", "GenerationStats"]
+__all__ = ["generate", "iter_videos", "load_cascade", "GenerationStats"]

@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -59,7 +60,9 @@ class _MatchingError:
         return {lv: self.sum[lv] / self.count[lv] for lv in sorted(self.sum)}
 
 
-def _resolve_classes(cascade: Cascade, num_videos: int, classes) -> list[int] | None:
+def _resolve_classes(cascade: Cascade, num_videos: int, classes,
+                     first: int = 0) -> list[int] | None:
+    """Class of every video id 0..num_videos-1; `classes` covers ids first.. (default: i mod K)."""
     nc = cascade.num_classes
     if nc == 0:
         if classes is not None:
@@ -67,22 +70,87 @@ def _resolve_classes(cascade: Cascade, num_videos: int, classes) -> list[int] | 
         return None
     if classes is None:
         return [i % nc for i in range(num_videos)]
-    if isinstance(classes, int):
-        classes = [classes] * num_videos
+    if isinstance(classes, (int, np.integer)):
+        classes = [classes] * (num_videos - first)
     classes = [int(c) for c in classes]
-    if len(classes) != num_videos:
+    if len(classes) != num_videos - first:
         raise CvgError(f"classes has {len(classes)} entries for {num_videos} videos: give one "
                        f"per video or a single class")
     bad = [c for c in classes if not 0 <= c < nc]
     if bad:
         raise CvgError(f"class {bad[0]} is out of range: this cascade has classes 0..{nc - 1}")
-    return classes
+    return [i % nc for i in range(first)] + classes
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
     """(N, T, 3, H, W) in [-1, 1] -> uint8 (N, T, H, W, 3)."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(
         0, 1, 3, 4, 2).cpu().numpy()
+
+
+def _batch_chunks(cascade: Cascade, ids: list[int], labels: list[int] | None, frames: int,
+                  seed: int, device: torch.device, overlap: float,
+                  on_window=None) -> Iterator[np.ndarray]:
+    """uint8 chunks (B, t, H, W, 3) of videos `ids`, in order, `frames` frames in all."""
+    cfg = cascade.cfg
+    frames1 = math.ceil(frames / cascade.total_t_factor())
+    z = video_noise(seed, ids, cfg.z_dim).to(device)
+    y = torch.tensor([labels[i] for i in ids], device=device) if labels else None
+
+    def noise(level, t_a, t_b, shape):
+        return frame_noise(seed, ids, level, t_a, t_b, shape)
+
+    done = 0
+    with torch.inference_mode():
+        for chunk in cascade.stream(z, y, frames1, noise, on_window=on_window, overlap=overlap):
+            chunk = chunk[:, : frames - done]
+            if chunk.shape[1] == 0:
+                break
+            done += chunk.shape[1]
+            yield _to_uint8(chunk)
+
+
+def _prepare(cascade, frames, num_videos, batch_size, overlap, levels, device):
+    """Checked arguments: (cascade cut to `levels`, frames, device)."""
+    if not isinstance(cascade, Cascade):
+        cascade = load_cascade(cascade, device=device)
+    if levels is not None:
+        if not 1 <= levels <= cascade.num_levels:
+            raise CvgError(f"levels={levels}: this cascade has levels 1..{cascade.num_levels}")
+        cascade = Cascade(cascade.cfg, list(cascade.generators)[:levels], cascade.num_classes)
+    if frames is None:
+        frames = cascade.cfg.levels[cascade.num_levels - 1].frames
+    if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
+        raise CvgError(f"frames must be a whole number >= 1, got {frames!r}")
+    if not isinstance(num_videos, (int, np.integer)) or num_videos < 1:
+        raise CvgError(f"num_videos must be >= 1, got {num_videos!r}")
+    if batch_size < 1:
+        raise CvgError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= overlap <= 0.5:
+        raise CvgError(f"overlap must be a fraction between 0 and 0.5, got {overlap}")
+    device = torch.device(device) if device is not None else next(cascade.parameters()).device
+    cascade.to(device).eval()
+    return cascade, int(frames), device
+
+
+def iter_videos(cascade: Cascade | str | os.PathLike, num_videos: int, frames: int | None = None,
+                classes=None, seed: int = 0, device: str | torch.device | None = None,
+                batch_size: int = 8, levels: int | None = None, overlap: float = 0.0,
+                first: int = 0) -> Iterator[tuple[np.ndarray, list[int] | None]]:
+    """Videos `first`..`first + num_videos - 1` as batches: (uint8 (B, F, H, W, 3), labels).
+
+    The same videos `generate` makes for the same seed (video i's noise depends only on
+    (seed, i)); only one batch is resident, which is what the metrics stream over.
+    labels: the class of each video of the batch (None for an unconditional cascade).
+    """
+    cascade, frames, device = _prepare(cascade, frames, num_videos, batch_size, overlap, levels,
+                                       device)
+    labels = _resolve_classes(cascade, first + num_videos, classes, first)
+    for b0 in range(first, first + num_videos, batch_size):
+        ids = list(range(b0, min(b0 + batch_size, first + num_videos)))
+        arr = np.concatenate(list(_batch_chunks(cascade, ids, labels, frames, seed, device,
+                                                overlap)), axis=1)
+        yield arr, ([labels[i] for i in ids] if labels else None)
 
 
 def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: int | None = None,
@@ -102,28 +170,10 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
     given; with return_stats=True, also a GenerationStats (timings and the
     per-level matching error).
     """
-    if not isinstance(cascade, Cascade):
-        cascade = load_cascade(cascade, device=device)
-    if levels is not None:
-        if not 1 <= levels <= cascade.num_levels:
-            raise CvgError(f"levels={levels}: this cascade has levels 1..{cascade.num_levels}")
-        cascade = Cascade(cascade.cfg, list(cascade.generators)[:levels], cascade.num_classes)
-    cfg, top = cascade.cfg, cascade.num_levels
-    if frames is None:
-        frames = cfg.levels[top - 1].frames
-    if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
-        raise CvgError(f"frames must be a whole number >= 1, got {frames!r}")
-    if not isinstance(num_videos, (int, np.integer)) or num_videos < 1:
-        raise CvgError(f"num_videos must be >= 1, got {num_videos!r}")
-    if batch_size < 1:
-        raise CvgError(f"batch_size must be >= 1, got {batch_size}")
-    if not 0.0 <= overlap <= 0.5:
-        raise CvgError(f"overlap must be a fraction between 0 and 0.5, got {overlap}")
+    cascade, frames, device = _prepare(cascade, frames, num_videos, batch_size, overlap, levels,
+                                       device)
     labels = _resolve_classes(cascade, num_videos, classes)
-    device = torch.device(device) if device is not None else next(cascade.parameters()).device
-    cascade.to(device).eval()
-    tf = cascade.total_t_factor()
-    frames1 = math.ceil(frames / tf)
+    cfg, top = cascade.cfg, cascade.num_levels
     size = cfg.levels[top - 1].size
     fps = fps or cfg.fps
     stats = GenerationStats(frames=frames * num_videos, size=size)
@@ -145,12 +195,6 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
     try:
         for b0 in range(0, num_videos, batch_size):
             ids = list(range(b0, min(b0 + batch_size, num_videos)))
-            z = video_noise(seed, ids, cfg.z_dim).to(device)
-            y = torch.tensor([labels[i] for i in ids], device=device) if labels else None
-
-            def noise(level, t_a, t_b, shape, ids=ids):
-                return frame_noise(seed, ids, level, t_a, t_b, shape)
-
             writers = []
             if out is not None:
                 for i in ids:
@@ -159,21 +203,16 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
                     writers.append(VideoWriter(out / name, fps=fps).__enter__())
             try:
                 done = 0
-                with torch.inference_mode():
-                    for chunk in cascade.stream(z, y, frames1, noise, on_window=matching,
-                                                overlap=overlap):
-                        chunk = chunk[:, : frames - done]
-                        if chunk.shape[1] == 0:
-                            break
-                        arr = _to_uint8(chunk)
-                        if out is None:
-                            result[ids[0]: ids[-1] + 1, done: done + arr.shape[1]] = arr
-                        else:
-                            for w, a in zip(writers, arr):
-                                w.write(a)
-                        done += arr.shape[1]
-                        if bar is not None:
-                            bar.update(arr.shape[1] * len(ids))
+                for arr in _batch_chunks(cascade, ids, labels, frames, seed, device, overlap,
+                                         matching):
+                    if out is None:
+                        result[ids[0]: ids[-1] + 1, done: done + arr.shape[1]] = arr
+                    else:
+                        for w, a in zip(writers, arr):
+                            w.write(a)
+                    done += arr.shape[1]
+                    if bar is not None:
+                        bar.update(arr.shape[1] * len(ids))
             except BaseException as e:
                 for w in writers:
                     w.__exit__(type(e), e, e.__traceback__)

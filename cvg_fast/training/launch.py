@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-matching", action="store_true",
                    help="drop the matching discriminator (the paper's 'No MD' ablation)")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="every N steps and at the end, log the run's metric to log.jsonl: "
+                        "FVD-synth on a synthetic dataset, I3D FVD with --i3d")
+    p.add_argument("--eval-videos", type=int, default=128, metavar="N",
+                   help="generated and real clips per evaluation (default 128)")
+    p.add_argument("--i3d", default=None, metavar="PATH",
+                   help="I3D weights for --eval-every (the PyTorch port's state dict or "
+                        "StyleGAN-V's i3d_torchscript.pt)")
     _add_fields(p, TrainConfig)
     _add_fields(p, CascadeConfig, names=_CASCADE_SCALARS)
     _add_fields(p, LevelConfig, skip=("frames", "size"))
@@ -84,10 +92,18 @@ def main(argv=None) -> int:
     if not 1 <= args.level <= cfg.num_levels:
         raise CvgError(f"--level {args.level} is out of range: preset {cfg.name!r} has levels "
                        f"1..{cfg.num_levels}")
+    eval_fn = None
+    if args.eval_every:
+        from cvg_fast.metrics.run_eval import training_eval
+
+        eval_fn = training_eval(args.data, cfg, args.level, i3d=args.i3d,
+                                num_videos=args.eval_videos, seed=cfg.train.seed,
+                                skip_bad=args.skip_bad_videos)
     try:
         result = train_level(cfg, args.level, args.data, args.out, prev=args.prev,
                              resume=args.resume, overwrite=args.overwrite, device=args.device,
-                             skip_bad_videos=args.skip_bad_videos, progress=not args.no_progress)
+                             skip_bad_videos=args.skip_bad_videos, progress=not args.no_progress,
+                             eval_fn=eval_fn, eval_every=args.eval_every)
     finally:
         shutdown_distributed()
     print(f"level {result.level}: {result.steps} steps in {result.seconds:.0f}s -> "

@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -63,6 +64,12 @@ class _GracefulStop:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old = {}
+
+
+# The metric hook: called with the cascade as trained so far (lower levels + this G, eval
+# mode), returns {metric name: value}. Built by the caller (cli/train), so training never
+# imports the feature networks.
+EvalFn = Callable[[Cascade], dict]
 
 
 @dataclass
@@ -107,11 +114,15 @@ class LevelTrainer:
 
     def __init__(self, cfg: CascadeConfig, level: int, dataset, run_dir: Path,
                  prev_run: Path | None, dist: D.DistInfo, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True):
+                 overwrite: bool = False, progress: bool = True,
+                 eval_fn: EvalFn | None = None, eval_every: int = 0):
         if not 1 <= level <= cfg.num_levels:
             raise CvgError(f"--level {level} is out of range: preset {cfg.name!r} has levels "
                            f"1..{cfg.num_levels}")
         self.cfg, self.level, self.dist, self.progress = cfg, level, dist, progress
+        if eval_every < 0 or (eval_every and eval_fn is None):
+            raise CvgError(f"eval_every={eval_every} needs a metric (eval_fn) and must be >= 0")
+        self.eval_fn, self.eval_every = eval_fn, eval_every
         self.tc = cfg.train
         self.run_dir, self.dir = Path(run_dir), level_dir(run_dir, level)
         self.device = dist.device
@@ -333,6 +344,26 @@ class LevelTrainer:
         write_video(path.with_suffix(".mp4"), tiled, fps=self.cfg.fps)
         return path
 
+    def current_cascade(self) -> Cascade:
+        """Levels 1..L as they are now: the frozen levels below plus this G."""
+        below = list(self.lower.generators) if self.lower is not None else []
+        return Cascade(self.cfg, below + [self.G], self.num_classes)
+
+    def evaluate(self) -> dict | None:
+        """The run's metric on eval-mode samples (standing BN statistics first); rank 0 logs."""
+        self.recalibrate_bn()  # every rank: BN statistics are synchronised
+        result = None
+        if self.dist.is_main:
+            t0 = time.time()
+            self.G.eval()
+            try:
+                result = {"step": self.step, **self.eval_fn(self.current_cascade()),
+                          "eval_seconds": round(time.time() - t0, 2)}
+            finally:
+                self.G.train()
+        D.barrier()
+        return result
+
     # ------------------------------------------------------------------ loop
     def run(self) -> TrainResult:
         tc, dist = self.tc, self.dist
@@ -366,6 +397,18 @@ class LevelTrainer:
                     self.save()
                 if dist.is_main and (at_end or self.step % tc.sample_every == 0):
                     self.write_samples()
+                if self.eval_every and (at_end or self.step % self.eval_every == 0):
+                    result = self.evaluate()
+                    if log is not None and result is not None:
+                        log.write(json.dumps({"eval": result}) + "\n")
+                        log.flush()
+                        text = ", ".join(f"{k} {v:.3f}" for k, v in result.items()
+                                         if k not in ("step", "eval_seconds"))
+                        msg = f"step {self.step}: {text}"
+                        if bar is not None:
+                            bar.write(msg)
+                        else:
+                            print(msg, flush=True)
                 if stop.requested:
                     raise KeyboardInterrupt(
                         f"stopped by {stop.requested}: step {self.step} saved to "
@@ -383,10 +426,13 @@ class LevelTrainer:
 def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: str | os.PathLike,
                 prev: str | os.PathLike | None = None, resume: bool = False,
                 overwrite: bool = False, device: str | None = None, skip_bad_videos: bool = False,
-                progress: bool = True) -> TrainResult:
+                progress: bool = True, eval_fn: EvalFn | None = None,
+                eval_every: int = 0) -> TrainResult:
     """Train one level of `cfg` on the video folder `data`, into the run folder `out`.
 
-    Called by `train/level.py` (under torchrun or alone) and by `cvg demo`.
+    Called by `train/level.py` (under torchrun or alone) and by `cvg demo`. With
+    `eval_every` N > 0, `eval_fn(cascade)` runs every N steps and at the end, and its
+    numbers go to log.jsonl as {"eval": {"step": ..., name: value, ...}}.
     """
     from cvg_fast.data import VideoFolder
 
@@ -411,5 +457,6 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
                               frame_stride=cfg.frame_stride, skip_bad=skip_bad_videos,
                               index_cache=cache, progress=False)
     trainer = LevelTrainer(cfg, level, dataset, out, Path(prev) if prev else None, dist,
-                           resume=resume, overwrite=overwrite, progress=progress)
+                           resume=resume, overwrite=overwrite, progress=progress,
+                           eval_fn=eval_fn, eval_every=eval_every)
     return trainer.run()

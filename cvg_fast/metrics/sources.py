@@ -1,0 +1,146 @@
+"""Where the videos a metric scores come from: a run, a bilinear baseline, a real folder.
+
+A source is a callable `source(count, frames)` that yields batches
+`(uint8 (B, frames, H, W, 3), labels list[int] | None)` until `count` videos were
+given; only one batch is resident, so 2,048 clips of 128 frames never sit in memory.
+
+- `cascade_source`: the cascade's videos through `iter_videos` (the same videos
+  `generate()` writes for the same seed); video i has class i mod K when conditional.
+- `bilinear_source`: a lower level's output upsampled linearly in time and bilinearly
+  in space to the top level's rate and size: what an upscaler that learned nothing gives.
+- `folder_source`: real clips of a video folder (held-out data), one per video.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from cvg_fast.errors import CvgError
+
+Batch = tuple[np.ndarray, "list[int] | None"]
+VideoSource = Callable[[int, int], Iterator[Batch]]
+
+__all__ = ["Batch", "VideoSource", "RealClips", "cascade_source", "bilinear_source",
+           "folder_source"]
+
+
+def cascade_source(cascade, seed: int = 0, batch_size: int = 16, overlap: float = 0.0,
+                   levels: int | None = None) -> VideoSource:
+    """The videos of a trained cascade (all levels, or up to `levels`)."""
+    from cvg_fast.sampling import iter_videos
+
+    def source(count: int, frames: int) -> Iterator[Batch]:
+        yield from iter_videos(cascade, count, frames, seed=seed, batch_size=batch_size,
+                               overlap=overlap, levels=levels)
+
+    return source
+
+
+def bilinear_source(cascade, level: int, seed: int = 0, batch_size: int = 16) -> VideoSource:
+    """Level `level`'s videos brought to the frame rate and size of the config's top level.
+
+    What the cascade would give if every upscaler above `level` had learned nothing.
+    """
+    from cvg_fast.ops import upsample_to
+    from cvg_fast.sampling import iter_videos
+
+    cfg = cascade.cfg
+    factor = 1
+    for lv in range(level + 1, cfg.num_levels + 1):
+        factor *= cfg.t_factor(lv)
+    size = cfg.levels[-1].size
+
+    def source(count: int, frames: int) -> Iterator[Batch]:
+        low_frames = -(-frames // factor)
+        for arr, labels in iter_videos(cascade, count, low_frames, seed=seed,
+                                       batch_size=batch_size, levels=level):
+            x = torch.from_numpy(arr).permute(0, 1, 4, 2, 3).float()
+            up = upsample_to(x, low_frames * factor, size)[:, :frames]
+            yield up.round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy(), labels
+
+    return source
+
+
+class RealClips:
+    """One clip of `frames` frames (every `stride`-th frame) from each of `count` videos.
+
+    Videos are drawn without replacement by a seeded permutation of the usable ones,
+    each clip at a seeded random start; frames are resized so the shorter side is
+    `size`, then centre-cropped (the training data path). `signature` lists what the
+    clips depend on (files with size and mtime), for the statistics cache key.
+    """
+
+    def __init__(self, root: str | os.PathLike, frames: int, size: int, stride: int = 1,
+                 seed: int = 0, skip_bad: bool = False, progress: bool = False):
+        from cvg_fast.data import VideoFolder
+
+        self.root = Path(root).expanduser().absolute()
+        self.frames, self.size, self.stride, self.seed = frames, size, stride, seed
+        index = None
+        try:
+            from cvg_fast.metrics.cache import cache_dir
+
+            index = cache_dir(self.root) / "data_index.json"
+        except OSError:
+            index = None  # no writable cache anywhere: probe without one
+        self.folder = VideoFolder(self.root, clip_frames=frames, size=size, frame_stride=stride,
+                                  skip_bad=skip_bad, index_cache=index, progress=progress)
+
+    @property
+    def available(self) -> int:
+        return len(self.folder.videos)
+
+    def signature(self) -> list:
+        out = []
+        for v in self.folder.videos:
+            st = os.stat(v.path)
+            out.append([os.path.relpath(v.path, self.root), st.st_size, int(st.st_mtime)])
+        return out
+
+    def __call__(self, count: int, frames: int | None = None, batch_size: int = 32,
+                 ) -> Iterator[Batch]:
+        from cvg_fast.data import read_clip
+
+        frames = frames or self.frames
+        if frames != self.frames:
+            raise ValueError(f"RealClips was opened for {self.frames}-frame clips, not {frames}")
+        n = self.available
+        if count > n:
+            raise CvgError(
+                f"{self.root} has {n} usable videos of at least {self.folder.frames_needed} "
+                f"frames but {count} real clips were asked: pass --num-videos {n} or fewer, or "
+                f"use a folder with more (or longer) videos")
+        rng = np.random.default_rng([self.seed, frames, self.stride, self.size])
+        chosen = rng.permutation(n)[:count]
+        starts = [int(rng.integers(0, self.folder.videos[i].frames - self.folder.frames_needed + 1))
+                  for i in chosen]
+        labels = ([self.folder.labels[i] for i in chosen] if self.folder.num_classes else None)
+
+        def load(k: int) -> np.ndarray:
+            info = self.folder.videos[chosen[k]]
+            return read_clip(info.path, starts[k], frames, self.stride, self.size)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:  # PyAV decodes without the GIL
+            for b0 in range(0, count, batch_size):
+                ks = range(b0, min(b0 + batch_size, count))
+                arr = np.stack(list(pool.map(load, ks)))
+                yield arr, ([labels[k] for k in ks] if labels is not None else None)
+
+
+def folder_source(root: str | os.PathLike, size: int, stride: int = 1, seed: int = 0,
+                  skip_bad: bool = False) -> VideoSource:
+    """Real clips from a folder scored like generated ones (e.g. a held-out set: the floor)."""
+    opened: dict[int, RealClips] = {}
+
+    def source(count: int, frames: int) -> Iterator[Batch]:
+        if frames not in opened:
+            opened[frames] = RealClips(root, frames, size, stride, seed, skip_bad)
+        yield from opened[frames](count, frames)
+
+    return source
