@@ -75,6 +75,9 @@ def cmd_demo(args) -> int:
     from cvg_fast.sampling import generate, load_cascade
     from cvg_fast.training import train_level
 
+    if args.num_eval_videos < 8 or args.num_eval_videos % 4:
+        raise CvgError(f"--num-eval-videos must be a multiple of 4 and >= 8 "
+                       f"(got {args.num_eval_videos})")
     t0 = time.time()
     out = Path(args.out)
     data, heldout, run, videos = out / "data", out / "heldout", out / "run", out / "videos"

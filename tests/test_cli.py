@@ -101,3 +101,61 @@ def test_train_two_levels_then_generate_from_the_shell(synth_data, tmp_path):
     assert len(list((tmp_path / "o").glob("*.mp4"))) == 2
     assert (tmp_path / "o" / "grid.png").is_file()
     assert "matching error, level 2" in p.stdout
+
+
+# ---------------------------------------------------------------------- cvg eval
+def _cvg(*args):
+    return _run("-m", "cvg_fast.cli", *args)
+
+
+@pytest.fixture(scope="module")
+def one_level_run(tmp_path_factory):
+    """A run with a trained (1 step) level 1 on a small synthetic set."""
+    from cvg_fast.config import get_preset
+    from cvg_fast.data import write_synthetic_dataset
+    from cvg_fast.training import train_level
+
+    root = tmp_path_factory.mktemp("evalrun")
+    data = write_synthetic_dataset(root / "data", num_classes=2, videos_per_class=3, frames=20,
+                                   size=32, progress=False)
+    cfg = get_preset("tiny")
+    cfg.train.steps, cfg.train.batch_size, cfg.train.num_workers = 1, 2, 0
+    cfg.train.bn_recalibration_batches = 1
+    for lv in cfg.levels:
+        lv.g_ch = lv.d_ch = 8
+    train_level(cfg, 1, data, root / "run", device="cpu", progress=False)
+    return root / "run", data
+
+
+def test_eval_run_without_levels(tmp_path, one_level_run):
+    (tmp_path / "empty").mkdir()
+    _one_line_error(_cvg("eval", str(tmp_path / "empty"), "--data", str(one_level_run[1])),
+                    "no trained level 1")
+
+
+def test_eval_non_synthetic_data_without_i3d(tmp_path, one_level_run):
+    run, data = one_level_run
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for f in sorted(data.glob("*/*.mp4"))[:3]:
+        (plain / f.name).write_bytes(f.read_bytes())
+    _one_line_error(_cvg("eval", str(run), "--data", str(plain)), "--i3d")
+
+
+def test_eval_missing_or_wrong_i3d_file(tmp_path, one_level_run):
+    run, data = one_level_run
+    last = _one_line_error(_cvg("eval", str(run), "--data", str(data), "--i3d",
+                                str(tmp_path / "i3d.pt"), "--metrics", "fvd4_16f"), "i3d.pt")
+    assert "i3d_pretrained_400.pt" in last and "i3d_torchscript.pt" in last
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not weights")
+    _one_line_error(_cvg("eval", str(run), "--data", str(data), "--i3d", str(junk),
+                         "--metrics", "fvd4_16f"), "junk.pt")
+
+
+def test_eval_fewer_videos_than_asked_and_unknown_metric(one_level_run):
+    run, data = one_level_run
+    _one_line_error(_cvg("eval", str(run), "--data", str(data), "--metrics", "fvdsynth_8f",
+                         "--num-videos", "50"), "50", "--num-videos")
+    _one_line_error(_cvg("eval", str(run), "--data", str(data), "--metrics", "fid50k"),
+                    "unknown metric")

@@ -108,7 +108,8 @@ def synth(tmp_path_factory):
 def test_synthetic_layout_and_decode(synth):
     names = synthetic_class_names(4)
     assert names[0] == "00_red_circle_right" and len(set(names)) == 4
-    assert sorted(os.listdir(synth)) == names  # only class folders, nothing hidden
+    # the class folders and the hidden manifest, nothing else
+    assert sorted(os.listdir(synth)) == [".synthetic.json", *names]
     for name in names:
         files = sorted(os.listdir(synth / name))
         assert len(files) == 3 and all(f.endswith(".mp4") for f in files)

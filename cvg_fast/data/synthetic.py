@@ -13,10 +13,16 @@ and a dark, softly textured background from numpy's generator seeded with
 (seed, class, video): a video does not change when others are added.
 Shapes are ~size/4 across, always fully on screen (they bounce off the walls),
 drawn anti-aliased (4x4 supersampling).
+
+`render_synthetic_clip` also returns the ground truth (the shape's centre per frame,
+(T, 2) px), which the synthetic-set evaluator (`cvg_fast.metrics.synth_evaluator`)
+learns to read off. A written dataset records how it was made in a hidden manifest,
+root/.synthetic.json, so that evaluator can render more videos of the same classes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -24,10 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
-from cvg_fast.data.video_io import VideoWriter
+from cvg_fast.data.video_io import VIDEO_EXTENSIONS, VideoWriter, probe_video
 from cvg_fast.errors import CvgError
 
-__all__ = ["write_synthetic_dataset", "synthetic_class_names", "render_synthetic_video"]
+__all__ = [
+    "SPEC_FILE",
+    "read_synthetic_spec",
+    "render_synthetic_clip",
+    "render_synthetic_video",
+    "synthetic_class_names",
+    "write_synthetic_dataset",
+]
 
 COLOURS = (
     ("red", (230, 40, 40)),
@@ -43,9 +56,17 @@ SHAPES = ("circle", "square", "triangle", "cross", "diamond", "ring")
 MOTIONS = ("right", "down", "diag", "orbit", "zigzag")
 MAX_CLASSES = 120  # lcm(8, 6, 5): beyond it (colour, shape, motion) triples repeat
 
+SPEC_FILE = ".synthetic.json"  # the manifest in a dataset's root; hidden: scans skip it
+SPEC_FORMAT = "cvg_fast.synthetic"
+SPEC_VERSION = 1
+
 _SUPERSAMPLE = 4
 _EXT = {"libx264": ".mp4", "libx265": ".mp4", "mpeg4": ".avi", "mjpeg": ".avi", "libvpx": ".webm",
         "libvpx-vp9": ".webm", "ffv1": ".mkv"}
+
+
+# decoder name (what `probe_video` reports) -> the encoder `write_synthetic_dataset` took
+_ENCODER_OF = {"h264": "libx264", "hevc": "libx265", "vp8": "libvpx", "vp9": "libvpx-vp9"}
 
 
 def _class_spec(k: int) -> tuple[str, tuple[int, int, int], str, str]:
@@ -156,6 +177,18 @@ def render_synthetic_video(
     class_index: int, video_index: int, frames: int, size: int, seed: int = 0
 ) -> np.ndarray:
     """One video of class `class_index`: uint8 (frames, size, size, 3). Deterministic."""
+    return render_synthetic_clip(class_index, video_index, frames, size, seed)[0]
+
+
+def render_synthetic_clip(
+    class_index: int, video_index: int, frames: int, size: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One video and its ground truth: (uint8 (frames, size, size, 3), float64 (frames, 2)).
+
+    The second array is the shape's centre (x, y) in pixels per frame, x to the right
+    and y down, pixel (i, j) covering [j, j+1) x [i, i+1); the velocity is its finite
+    difference. The video is exactly `render_synthetic_video`'s.
+    """
     _, rgb, shape, motion = _class_spec(class_index)
     rng = np.random.default_rng([seed, class_index, video_index])
     r = size / 8.0  # diameter ~ size/4
@@ -177,7 +210,8 @@ def render_synthetic_video(
     shade = (1.0 - 0.075 * (rel + 1.0))[:, :, None, None]  # (T, size, 1, 1)
     colour = np.asarray(rgb, np.float64)[None, None, None, :] * shade
     video = bg[None] * (1 - alpha) + colour * alpha
-    return np.clip(np.rint(video), 0, 255).astype(np.uint8)
+    centres = np.stack([cx, cy], axis=1).astype(np.float64)
+    return np.clip(np.rint(video), 0, 255).astype(np.uint8), centres
 
 
 def write_synthetic_dataset(
@@ -191,12 +225,13 @@ def write_synthetic_dataset(
     codec: str = "libx264",
     progress: bool = True,
 ) -> Path:
-    """Write root/<class>/<video> real encoded videos; returns root.
+    """Write root/<class>/<video> real encoded videos and root/.synthetic.json; returns root.
 
     The dataset is built in a hidden sibling folder and renamed to `root` at the end,
     so an interrupted run leaves no half-made dataset under `root`. `root` must not
     exist or be an empty folder. Encoding uses one x264 thread, so the bytes are the
-    same on every machine for a given seed.
+    same on every machine for a given seed. The manifest (`SPEC_FILE`, read back by
+    `read_synthetic_spec`) is hidden, so dataset scans skip it like any dot-file.
     """
     if not 1 <= num_classes <= MAX_CLASSES:
         raise CvgError(
@@ -234,6 +269,10 @@ def write_synthetic_dataset(
                     with VideoWriter(path, fps, codec, threads=1) as writer:
                         writer.write(video)
                     bar.update(1)
+        spec = {"format": SPEC_FORMAT, "version": SPEC_VERSION, "num_classes": num_classes,
+                "videos_per_class": videos_per_class, "frames": frames, "size": size,
+                "fps": fps, "seed": seed, "codec": codec}
+        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
         if root.exists():
             root.rmdir()  # empty (checked above)
         os.replace(tmp, root)
@@ -241,3 +280,60 @@ def write_synthetic_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def _not_synthetic(root: Path, why: str) -> CvgError:
+    return CvgError(
+        f"{root} is not a dataset written by `cvg data synth` ({why}): the synthetic-set "
+        f"metrics need one; for other data use the I3D metrics (--i3d PATH)"
+    )
+
+
+def read_synthetic_spec(root: str | os.PathLike) -> dict:
+    """The parameters a synthetic dataset was written with, as a dict.
+
+    Keys: format, version, num_classes, videos_per_class, frames, size, fps, seed, codec,
+    inferred. A dataset written by this version carries them in `root/SPEC_FILE`
+    (inferred=False). An older one has no manifest: its class folders must be named
+    exactly `synthetic_class_names(n)`; size, frames, fps and codec come from probing
+    one video, videos_per_class from counting the first folder's videos, and seed 0
+    (the default) is assumed: inferred=True says so. Anything else raises CvgError.
+    """
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise _not_synthetic(root, "the folder does not exist")
+    manifest = root / SPEC_FILE
+    if manifest.is_file():
+        try:
+            spec = json.loads(manifest.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CvgError(f"{manifest}: unreadable manifest ({exc}); delete the file to infer "
+                           f"the spec from the videos, or rewrite the dataset") from None
+        keys = ("num_classes", "videos_per_class", "frames", "size", "fps", "seed", "codec")
+        if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT or any(
+                k not in spec for k in keys):
+            raise CvgError(f"{manifest}: not a {SPEC_FORMAT} manifest (needs format "
+                           f"{SPEC_FORMAT!r} and {', '.join(keys)}); delete it or rewrite the "
+                           f"dataset with `cvg data synth`")
+        if spec.get("version", 0) > SPEC_VERSION:
+            raise CvgError(f"{manifest}: manifest version {spec['version']} is newer than this "
+                           f"cvg_fast reads ({SPEC_VERSION}); upgrade cvg_fast")
+        return {**spec, "inferred": False}
+    folders = sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
+    if not folders or not 1 <= len(folders) <= MAX_CLASSES:
+        raise _not_synthetic(root, f"no {SPEC_FILE} and {len(folders)} class folders")
+    if folders != synthetic_class_names(len(folders)):
+        raise _not_synthetic(root, f"no {SPEC_FILE} and its class folders are not named like "
+                                   f"00_red_circle_right, e.g. {folders[0]!r}")
+    videos = sorted(e for e in (root / folders[0]).iterdir()
+                    if not e.name.startswith(".") and e.suffix.lower() in VIDEO_EXTENSIONS)
+    if not videos:
+        raise _not_synthetic(root, f"no {SPEC_FILE} and no videos in {folders[0]}/")
+    info = probe_video(videos[0])
+    if info.width != info.height:
+        raise _not_synthetic(root, f"no {SPEC_FILE} and {videos[0].name} is "
+                                   f"{info.width}x{info.height}, not square")
+    return {"format": SPEC_FORMAT, "version": SPEC_VERSION, "num_classes": len(folders),
+            "videos_per_class": len(videos), "frames": info.frames, "size": info.width,
+            "fps": info.fps, "seed": 0, "codec": _ENCODER_OF.get(info.codec, info.codec),
+            "inferred": True}

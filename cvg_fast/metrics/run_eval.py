@@ -64,10 +64,11 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, metrics: list[
                  i3d: str | os.PathLike | None = None, num_videos: int = DEFAULT_NUM_VIDEOS,
                  seed: int = 0, device=None, batch_size: int = 16, overlap: float = 0.0,
                  progress: bool = True, skip_bad: bool = False, log: bool = True,
-                 ) -> tuple[dict[str, MetricResult], str]:
+                 detectors: dict | None = None) -> tuple[dict[str, MetricResult], str]:
     """Generate through the run's cascade and score it; (results, printable report).
 
-    Appends one JSON line per metric to RUN/metrics.jsonl when `log`.
+    Appends one JSON line per metric to RUN/metrics.jsonl when `log`. detectors:
+    networks to use instead of loading them (as in MetricSuite).
     """
     from cvg_fast.sampling import load_cascade
 
@@ -79,7 +80,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, metrics: list[
     specs = resolve_metrics(metrics, data, frames, cascade.num_classes > 0, i3d, num_videos)
     suite = MetricSuite(specs, data, size=cascade.size, stride=cfg.frame_stride, i3d=i3d,
                         device=device or next(cascade.parameters()).device, seed=seed,
-                        progress=progress, skip_bad=skip_bad, batch_size=batch_size)
+                        progress=progress, skip_bad=skip_bad, batch_size=batch_size,
+                        detectors=detectors)
     source = cascade_source(cascade, seed=seed, batch_size=batch_size, overlap=overlap)
     results = suite.evaluate(source, label="cascade")
     if log:

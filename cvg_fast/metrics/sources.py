@@ -103,6 +103,15 @@ class RealClips:
             out.append([os.path.relpath(v.path, self.root), st.st_size, int(st.st_mtime)])
         return out
 
+    def check(self, count: int) -> None:
+        """A one-line CvgError when the folder has fewer usable videos than `count`."""
+        n = self.available
+        if count > n:
+            raise CvgError(
+                f"{self.root} has {n} usable videos of at least {self.folder.frames_needed} "
+                f"frames but {count} real clips were asked: pass --num-videos {n} or fewer, or "
+                f"use a folder with more (or longer) videos")
+
     def __call__(self, count: int, frames: int | None = None, batch_size: int = 32,
                  ) -> Iterator[Batch]:
         from cvg_fast.data import read_clip
@@ -110,12 +119,8 @@ class RealClips:
         frames = frames or self.frames
         if frames != self.frames:
             raise ValueError(f"RealClips was opened for {self.frames}-frame clips, not {frames}")
+        self.check(count)
         n = self.available
-        if count > n:
-            raise CvgError(
-                f"{self.root} has {n} usable videos of at least {self.folder.frames_needed} "
-                f"frames but {count} real clips were asked: pass --num-videos {n} or fewer, or "
-                f"use a folder with more (or longer) videos")
         rng = np.random.default_rng([self.seed, frames, self.stride, self.size])
         chosen = rng.permutation(n)[:count]
         starts = [int(rng.integers(0, self.folder.videos[i].frames - self.folder.frames_needed + 1))
@@ -141,6 +146,7 @@ def folder_source(root: str | os.PathLike, size: int, stride: int = 1, seed: int
     def source(count: int, frames: int) -> Iterator[Batch]:
         if frames not in opened:
             opened[frames] = RealClips(root, frames, size, stride, seed, skip_bad)
+        opened[frames].check(count)
         yield from opened[frames](count, frames)
 
     return source

@@ -75,7 +75,11 @@ class MetricSuite:
         self.seed, self.progress, self.skip_bad, self.batch_size = seed, progress, skip_bad, batch_size
         self._nets: dict[str, VideoFeatureNet] = dict(detectors or {})
         self._real: dict[tuple, tuple[FeatureStats, bool]] = {}
-        for spec in self.specs:  # fail before any long work
+        self._clips: dict[int, RealClips] = {}
+        for spec in self.specs:  # fail before any long work (training an evaluator, I3D)
+            if spec.needs_real:
+                self.real_clips(spec.frames).check(spec.count)
+        for spec in self.specs:
             self.detector(spec.detector)
 
     # ---------------------------------------------------------------- networks
@@ -100,16 +104,20 @@ class MetricSuite:
         return self._nets[kind]
 
     # ---------------------------------------------------------- real features
+    def real_clips(self, frames: int) -> RealClips:
+        if frames not in self._clips:
+            self._clips[frames] = RealClips(self.data, frames, self.size, self.stride, self.seed,
+                                            self.skip_bad, progress=self.progress)
+        return self._clips[frames]
+
     def real_stats(self, spec: MetricSpec) -> tuple[FeatureStats, bool]:
         """(statistics of `spec.count` real clips, whether they came from the cache)."""
         key = (spec.detector, spec.frames, spec.count)
         if key in self._real:
             return self._real[key]
         net = self.detector(spec.detector)
-        clips = RealClips(self.data, spec.frames, self.size, self.stride, self.seed,
-                          self.skip_bad, progress=self.progress)
-        if spec.count > clips.available:
-            clips(spec.count)  # raises the one-line "fewer videos than asked" error
+        clips = self.real_clips(spec.frames)
+        clips.check(spec.count)
         options = {"format": _STATS_FORMAT, "data": str(self.data), "files": clips.signature(),
                    "detector": net.name, "detector_hash": net.detector_hash,
                    "preprocessing": net.preprocessing, "windows": net.clip_frames,
