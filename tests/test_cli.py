@@ -133,12 +133,17 @@ def test_eval_run_without_levels(tmp_path, one_level_run):
                     "no trained level 1")
 
 
+def _flat_copy(data, dest, n):
+    """The first n videos of a class-folder dataset, as a flat (non-synthetic) folder."""
+    dest.mkdir()
+    for f in sorted(data.glob("*/*.mp4"))[:n]:
+        (dest / f.name).write_bytes(f.read_bytes())
+    return dest
+
+
 def test_eval_non_synthetic_data_without_i3d(tmp_path, one_level_run):
     run, data = one_level_run
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    for f in sorted(data.glob("*/*.mp4"))[:3]:
-        (plain / f.name).write_bytes(f.read_bytes())
+    plain = _flat_copy(data, tmp_path / "plain", 3)
     _one_line_error(_cvg("eval", str(run), "--data", str(plain)), "--i3d")
 
 
@@ -159,3 +164,12 @@ def test_eval_fewer_videos_than_asked_and_unknown_metric(one_level_run):
                          "--num-videos", "50"), "50", "--num-videos")
     _one_line_error(_cvg("eval", str(run), "--data", str(data), "--metrics", "fid50k"),
                     "unknown metric")
+
+
+def test_train_eval_every_needs_a_metric_for_non_synthetic_data(tmp_path, one_level_run):
+    _, data = one_level_run
+    plain = _flat_copy(data, tmp_path / "plain", 2)
+    p = _train("--level", "1", "--data", str(plain), "--out", str(tmp_path / "run"),
+               "--eval-every", "5")
+    _one_line_error(p, "--i3d")
+    assert not (tmp_path / "run" / "level1" / "checkpoint.pt").exists()

@@ -229,8 +229,9 @@ def write_synthetic_dataset(
 
     The dataset is built in a hidden sibling folder and renamed to `root` at the end,
     so an interrupted run leaves no half-made dataset under `root`. `root` must not
-    exist or be an empty folder. Encoding uses one x264 thread, so the bytes are the
-    same on every machine for a given seed. The manifest (`SPEC_FILE`, read back by
+    exist or be an empty folder. The rendered frames are the same on every machine for
+    a given seed (the encoded bytes may differ slightly: PyAV's RGB conversion is not
+    bit-stable). The manifest (`SPEC_FILE`, read back by
     `read_synthetic_spec`) is hidden, so dataset scans skip it like any dot-file.
     """
     if not 1 <= num_classes <= MAX_CLASSES:
