@@ -251,3 +251,38 @@ def test_eval_every_logs_the_metric_and_leaves_training_mode(synth_data, tiny_cf
     evals = [r["eval"] for r in rows if "eval" in r]
     assert [e["step"] for e in evals] == [1, 2]
     assert all(np.isfinite(e["fvdsynth_16f"]) and e["fvdsynth_16f"] > 0 for e in evals)
+
+
+def test_real_clips_with_a_file_damaged_mid_stream(tmp_path):
+    """Probes fine, fails while decoding: a one-line error, or with skip_bad a warning and
+    the next video of the seeded order in its place."""
+    import warnings
+
+    from cvg_fast.data import write_video
+    from cvg_fast.metrics.sources import RealClips
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c", "d"):
+        write_video(root / f"{name}.mp4", rng.integers(0, 255, (30, 32, 32, 3), np.uint8), 10)
+    data = bytearray((root / "b.mp4").read_bytes())
+    a, b = int(len(data) * 0.3), int(len(data) * 0.7)
+    data[a:b] = bytes(b - a)
+    (root / "b.mp4").write_bytes(bytes(data))
+    strict = RealClips(root, 30, 16)
+    with pytest.raises(CvgError) as e:
+        list(strict(4))
+    assert "b.mp4" in str(e.value) and "\n" not in str(e.value)
+    warned = 0
+    for seed in range(6):  # the seeded order puts b.mp4 among the first 3 for some seeds
+        lenient = RealClips(root, 30, 16, seed=seed, skip_bad=True)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            arrs = [arr for arr, _ in lenient(3, batch_size=2)]
+        assert sum(len(x) for x in arrs) == 3
+        warned += any("b.mp4" in str(w.message) for w in rec)
+    assert warned > 0
+    with pytest.raises(CvgError) as e:  # only 3 of the 4 videos read
+        list(lenient(4))
+    assert "only 3 of 4" in str(e.value)

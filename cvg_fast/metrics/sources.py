@@ -14,6 +14,7 @@ given; only one batch is resident, so 2,048 clips of 128 frames never sit in mem
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
@@ -82,6 +83,7 @@ class RealClips:
 
         self.root = Path(root).expanduser().absolute()
         self.frames, self.size, self.stride, self.seed = frames, size, stride, seed
+        self.skip_bad = skip_bad
         index = None
         try:
             from cvg_fast.metrics.cache import cache_dir
@@ -120,22 +122,42 @@ class RealClips:
         if frames != self.frames:
             raise ValueError(f"RealClips was opened for {self.frames}-frame clips, not {frames}")
         self.check(count)
-        n = self.available
+        videos = self.folder.videos
         rng = np.random.default_rng([self.seed, frames, self.stride, self.size])
-        chosen = rng.permutation(n)[:count]
-        starts = [int(rng.integers(0, self.folder.videos[i].frames - self.folder.frames_needed + 1))
-                  for i in chosen]
-        labels = ([self.folder.labels[i] for i in chosen] if self.folder.num_classes else None)
+        order = rng.permutation(len(videos))  # clips in this order; the first `count` that read
+        starts = [int(rng.integers(0, videos[i].frames - self.folder.frames_needed + 1))
+                  for i in order]
 
-        def load(k: int) -> np.ndarray:
-            info = self.folder.videos[chosen[k]]
-            return read_clip(info.path, starts[k], frames, self.stride, self.size)
+        def load(k: int) -> np.ndarray | CvgError:
+            try:
+                return read_clip(videos[order[k]].path, starts[k], frames, self.stride, self.size)
+            except CvgError as e:  # a file damaged past its header: decided by the caller
+                if not self.skip_bad:
+                    raise
+                return e
 
+        bad: list[str] = []
+        done, k = 0, 0
         with ThreadPoolExecutor(max_workers=4) as pool:  # PyAV decodes without the GIL
-            for b0 in range(0, count, batch_size):
-                ks = range(b0, min(b0 + batch_size, count))
-                arr = np.stack(list(pool.map(load, ks)))
-                yield arr, ([labels[k] for k in ks] if labels is not None else None)
+            while done < count:
+                ks = list(range(k, min(k + batch_size, k + count - done, len(order))))
+                if not ks:
+                    raise CvgError(f"{self.root}: only {done} of {count} real clips could be "
+                                   f"read ({len(bad)} damaged videos, e.g. {bad[0]}); pass a "
+                                   f"smaller --num-videos or repair the files")
+                k += len(ks)
+                got = list(pool.map(load, ks))
+                ok = [j for j, clip in zip(ks, got) if not isinstance(clip, CvgError)]
+                bad += [str(clip) for clip in got if isinstance(clip, CvgError)]
+                if ok:
+                    arr = np.stack([clip for clip in got if not isinstance(clip, CvgError)])
+                    labels = ([self.folder.labels[order[j]] for j in ok]
+                              if self.folder.num_classes else None)
+                    done += len(ok)
+                    yield arr, labels
+        if bad:
+            warnings.warn(f"{self.root}: skipped {len(bad)} videos that failed to decode "
+                          f"(e.g. {bad[0]})", stacklevel=2)
 
 
 def folder_source(root: str | os.PathLike, size: int, stride: int = 1, seed: int = 0,
