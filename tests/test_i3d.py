@@ -188,3 +188,15 @@ def test_score_shapes(weights):
     assert feats.dtype == probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(2))
     torch.testing.assert_close(probs, feats.softmax(dim=1))
+
+
+def test_long_clips_go_through_in_passes(weights, monkeypatch):
+    """FRAMES_PER_PASS bounds memory: clip by clip gives the batch's logits."""
+    import cvg_fast.metrics.i3d as i3d_module
+
+    i3d = load_i3d(weights[1])
+    videos = torch.randint(0, 256, (2, T, 32, 32, 3), dtype=torch.uint8)
+    whole, _ = i3d.forward_clip(videos)
+    monkeypatch.setattr(i3d_module, "FRAMES_PER_PASS", T)  # one clip per pass
+    parts, _ = i3d.forward_clip(videos)
+    torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-4)

@@ -48,6 +48,7 @@ _POOL_BEFORE: dict[str, tuple[str, _Triple, _Triple]] = {
 FEATURE_DIM = 1024  # Mixed_5c channels
 NUM_CLASSES = 400
 SIZE = 224
+FRAMES_PER_PASS = 256
 
 
 def _pad_same(x: torch.Tensor, kernel: _Triple, stride: _Triple) -> torch.Tensor:
@@ -229,9 +230,14 @@ class I3D(VideoFeatureNet):
         return self.net.features(x)
 
     def forward_clip(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, T, H, W, 3) -> (logits float32 (N, 400), softmax probs float32 (N, 400))."""
-        x = self.preprocess(videos).to(self.device)
-        logits = self.logits(x).float()
+        """uint8 (N, T, H, W, 3) -> (logits float32 (N, 400), softmax probs float32 (N, 400)).
+
+        At most FRAMES_PER_PASS frames go through the network at once (16 clips of 16
+        frames, 2 of 128), which bounds the activation memory of long clips.
+        """
+        per_pass = max(1, FRAMES_PER_PASS // max(1, videos.shape[1]))
+        logits = torch.cat([self.logits(self.preprocess(videos[i:i + per_pass]).to(self.device))
+                            .float() for i in range(0, videos.shape[0], per_pass)])
         return logits, logits.softmax(dim=1)
 
     def forward(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
