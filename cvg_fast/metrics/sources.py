@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from cvg_fast.errors import CvgError
+from cvg_fast.metrics.cache import cache_dir
 
 Batch = tuple[np.ndarray, "list[int] | None"]
 VideoSource = Callable[[int, int], Iterator[Batch]]
@@ -84,10 +85,7 @@ class RealClips:
         self.root = Path(root).expanduser().absolute()
         self.frames, self.size, self.stride, self.seed = frames, size, stride, seed
         self.skip_bad = skip_bad
-        index = None
         try:
-            from cvg_fast.metrics.cache import cache_dir
-
             index = cache_dir(self.root) / "data_index.json"
         except OSError:
             index = None  # no writable cache anywhere: probe without one

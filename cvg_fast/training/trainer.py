@@ -160,6 +160,7 @@ class LevelTrainer:
         D.broadcast_module(self.G, dist.world)
         D.broadcast_module(self.D, dist.world)
         self.last: dict = {}
+        self._bn_step: int | None = None  # step whose standing BN statistics G holds
 
     # ------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
@@ -305,9 +306,9 @@ class LevelTrainer:
     def recalibrate_bn(self) -> None:
         """Standing statistics: average BN stats over a few fresh batches (eval-mode sampling)."""
         nb = self.tc.bn_recalibration_batches
-        if nb <= 0:
+        if nb <= 0 or self._bn_step == self.step:  # keyed by step: a second pass is the same
             return
-        step = self.step
+        step = self._bn_step = self.step
         with standing_statistics(self.G):
             for i in range(nb):
                 gen = torch.Generator(device=self.device)
