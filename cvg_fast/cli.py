@@ -1,6 +1,7 @@
 """The `cvg` command.
 
     cvg demo                         synthetic data -> tiny cascade -> long videos (CPU, minutes)
+    cvg ablate                       No-MD and window-size ablations of level 2 (CPU, minutes)
     cvg generate RUN --frames F --out DIR
     cvg eval RUN --data DIR [--i3d PATH] [--metrics ...] [--num-videos N]
     cvg train --preset P --level L --data DIR --out RUN   (same as train/level.py)
@@ -43,28 +44,12 @@ def _grid_from_files(paths, png: Path, frames: int, size: int) -> int:
 DEMO_METRICS = ("fvdsynth_16f", "fvdsynth_64f", "issynth", "accsynth")
 
 
-def _demo_dataset(path: Path, seed: int, spec: dict, what: str) -> None:
-    """Write the demo's synthetic set at `path`, or reuse it if it has exactly this spec."""
-    from cvg_fast.data import write_synthetic_dataset
-    from cvg_fast.data.synthetic import read_synthetic_spec
-
-    if path.is_dir() and any(path.iterdir()):
-        have = read_synthetic_spec(path)
-        keys = ("num_classes", "videos_per_class", "frames", "size", "seed")
-        if any(have.get(k) != v for k, v in (spec | {"seed": seed}).items() if k in keys):
-            raise CvgError(f"{path} holds another synthetic set ({have.get('frames')} frames, "
-                           f"{have.get('videos_per_class')} videos per class, seed "
-                           f"{have.get('seed')}) than this demo needs: delete it or use --out")
-        print(f"  reusing {what} in {path}")
-        return
-    write_synthetic_dataset(path, seed=seed, **spec)
-
-
 def cmd_demo(args) -> int:
     import json
 
     import numpy as np
 
+    from cvg_fast.ablate import demo_data_spec, ensure_synthetic_set
     from cvg_fast.config import get_preset
     from cvg_fast.data.video_io import read_clip
     from cvg_fast.metrics import parse_metric
@@ -90,10 +75,9 @@ def cmd_demo(args) -> int:
     print(f"backends: {describe_backends()}")
     print("[1/6] synthetic data (real .mp4 files of moving shapes): training set and a held-out "
           "set for the metrics' floor")
-    spec = dict(num_classes=4, videos_per_class=args.num_eval_videos // 4, frames=long_frames,
-                size=top.size, fps=cfg.fps)
-    _demo_dataset(data, 0, spec, "the training set")
-    _demo_dataset(heldout, 1, spec, "the held-out set")
+    spec = demo_data_spec(cfg, args.num_eval_videos)
+    ensure_synthetic_set(data, 0, spec, "the training set")
+    ensure_synthetic_set(heldout, 1, spec, "the held-out set")
     print("[2/6] the synthetic-set evaluator (features for FVD-synth, classes for accuracy)")
     load_synth_evaluator(data, progress=True)
     for level in range(1, cfg.num_levels + 1):
@@ -143,6 +127,20 @@ def cmd_demo(args) -> int:
     print(f"frame grid (every {stride}th frame, one row per video): {grid}")
     print(f"metrics: {out / 'metrics.json'}")
     print(f"done in {time.time() - t0:.0f}s")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from cvg_fast.ablate import parse_windows, run_ablation
+
+    names = None
+    if args.variants is not None:
+        names = [n for n in args.variants.replace(" ", "").split(",") if n]
+    result = run_ablation(args.out, steps=args.steps, steps_level1=args.steps_level1,
+                          num_eval_videos=args.num_eval_videos, seed=args.seed, variants=names,
+                          windows=parse_windows(args.windows), progress=not args.no_progress,
+                          evaluator_budget=args.evaluator_budget)
+    print(result.report())
     return 0
 
 
@@ -220,6 +218,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(fn=cmd_demo)
 
+    a = sub.add_parser(
+        "ablate", help="the paper's No-MD and window-size ablations on synthetic data (CPU)",
+        description="Train level 1 of the tiny preset once, then level 2 once per variant "
+                    "(matching discriminator on/off, training window), same steps and seed, "
+                    "and print one row of metrics per variant next to real and bilinear.")
+    a.add_argument("--out", default="cvg_ablate", help="output folder (default: ./cvg_ablate)")
+    a.add_argument("--steps", type=int, default=None,
+                   help="level-2 steps of every variant (default: 240, as the demo)")
+    a.add_argument("--steps-level1", type=int, default=None,
+                   help="level-1 steps (default: 600, the tiny preset's)")
+    a.add_argument("--num-eval-videos", type=int, default=256,
+                   help="clips per metric row; also the size of the training and held-out sets "
+                        "(a multiple of 4, default 256)")
+    a.add_argument("--seed", type=int, default=0, help="sampling seed (videos and real clips)")
+    a.add_argument("--variants", default=None,
+                   help="comma-separated subset of md_w4, nomd_w4 and md_wN for N in --windows "
+                        "(default: all)")
+    a.add_argument("--windows", default="8",
+                   help="extra level-2 training windows, in input frames (1-8), each adding a "
+                        "variant md_wN (default: 8)")
+    a.add_argument("--evaluator-budget", default="full", choices=("full", "reduced", "tiny"),
+                   help="training budget of the synthetic-set evaluator (tiny: smoke tests "
+                        "only, its numbers mean little)")
+    a.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a.set_defaults(fn=cmd_ablate)
+
     g = sub.add_parser("generate", help="sample videos of any length from a trained run")
     g.add_argument("run", help="run folder (holds level1/, level2/, ...)")
     g.add_argument("--frames", type=int, default=None, help="frames per video (default: the "
@@ -231,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--levels", type=int, default=None, help="stop at this level")
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--overlap", type=float, default=0.0,
-                   help="fraction of each upscaler window cross-faded with the next (0-0.5)")
+                   help="fraction of each upscaler window shared with the next, cut in its middle (0-0.5)")
     g.add_argument("--fps", type=int, default=None)
     g.add_argument("--device", default=None)
     g.add_argument("--grid", action="store_true", help="also write grid.png of the first frames")
@@ -257,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="noise of the generated videos and "
                                                        "choice of real clips")
     e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--overlap", type=float, default=0.0, help="upscaler window cross-fade "
+    e.add_argument("--overlap", type=float, default=0.0, help="upscaler window overlap "
                                                               "(as in cvg generate)")
     e.add_argument("--device", default=None)
     e.add_argument("--skip-bad-videos", action="store_true",

@@ -60,6 +60,11 @@ class TrainConfig:
     # level 1: unroll up to this many extra frames and show D only the last T, so the
     # ConvGRU learns to keep moving past its horizon (0 = the paper's plain T-frame unroll)
     rollout_offset: int = 0
+    # upscalers: the frozen levels below make this many MORE level-1 frames than the
+    # training length, and the upscaler's input windows are drawn from that whole longer
+    # video, so it learns on what it slides over past the horizon at inference (0 = windows
+    # within the training length only). Ours, not the paper's; level 1 ignores it.
+    input_rollout: int = 0
 
 
 @dataclass
@@ -71,7 +76,10 @@ class CascadeConfig:
     num_classes: int = -1  # -1: number of class folders in the data (0 = unconditional)
     z_dim: int = 64  # level-1 noise per video
     z_ch: int = 4  # upscaler noise channels per input pixel
-    z_t_dim: int = 16  # level-1 noise per frame: keeps the ConvGRU moving past its horizon
+    # level-1 noise per frame: OUR addition, not the paper's. It keeps the ConvGRU moving
+    # past its training horizon (a constant input settles it to a fixed point); 0 = the
+    # paper's generator (one z per video)
+    z_t_dim: int = 16
     frame_stride: int = 1  # take every n-th source frame
     fps: int = 8  # frame rate of written videos
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -122,6 +130,9 @@ class CascadeConfig:
             raise CvgError(f"unknown loss {self.train.loss!r}: use 'hinge' or 'ns'")
         if self.train.amp not in ("none", "bf16"):
             raise CvgError(f"unknown amp mode {self.train.amp!r}: use 'none' or 'bf16'")
+        if self.train.input_rollout < 0 or self.train.rollout_offset < 0:
+            raise CvgError(f"input_rollout and rollout_offset must be >= 0 (got "
+                           f"{self.train.input_rollout}, {self.train.rollout_offset})")
         if self.frame_stride < 1:
             raise CvgError(f"frame_stride must be >= 1 (got {self.frame_stride})")
         return self
@@ -171,10 +182,11 @@ def _kinetics600() -> CascadeConfig:
             LevelConfig(frames=24, size=32, g_ch=64, d_ch=64, d_frames=8),
             LevelConfig(frames=48, size=128, g_ch=32, d_ch=32, window=6, d_frames=8),
         ],
-        num_classes=0,
+        num_classes=600,  # class-conditional on Kinetics-600's classes
         z_dim=128,
+        frame_stride=2,  # the 48 frames are every 2nd source frame
         fps=25,
-        train=TrainConfig(steps=100_000, batch_size=16, checkpoint_every=2000, sample_every=2000),
+        train=TrainConfig(steps=300_000, batch_size=16, checkpoint_every=2000, sample_every=2000),
     )
 
 
@@ -188,6 +200,7 @@ def _bdd100k() -> CascadeConfig:
         ],
         num_classes=0,
         z_dim=128,
+        frame_stride=2,  # the 48 frames are every 2nd source frame
         fps=30,
         train=TrainConfig(steps=100_000, batch_size=8, checkpoint_every=2000, sample_every=2000),
     )
@@ -207,9 +220,11 @@ def _tiny() -> CascadeConfig:
         fps=8,
         # rates doubled from the paper's (G 1e-4, D 5e-4 -> 2e-4, 4e-4): measured to give
         # steadier shapes within the CPU demo's few hundred steps
+        # input_rollout 24: level 2 trains on windows of 32-frame level-1 videos (the demo
+        # generates 4x the training length); measured in the README's "Upscalers"
         train=TrainConfig(
             steps=600, batch_size=16, lr_g=2e-4, lr_d=4e-4, checkpoint_every=300,
-            sample_every=300, num_workers=1, bn_recalibration_batches=4,
+            sample_every=300, num_workers=1, bn_recalibration_batches=4, input_rollout=24,
         ),
     )
 

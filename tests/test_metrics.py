@@ -217,9 +217,12 @@ def test_upsample_to_is_linear_in_time_and_keeps_constants():
         x[:, t] = t
     y = upsample_to(x, 8, 16)
     assert y.shape == (1, 8, 3, 16, 16)
-    # align_corners=False, edges replicated: frames 0,0.25,0.75,...,2.75,3
-    want = torch.tensor([0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0])
+    # input frame i at output frame 2i (where f_t looks), linear between, the last one held
+    want = torch.tensor([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.0])
     torch.testing.assert_close(y[0, :, 0, 5, 5], want)
+    torch.testing.assert_close(downsample_to(y, 4, 8), x)
+    with pytest.raises(ValueError, match="multiple"):
+        upsample_to(x, 6, 16)
     c = torch.full((2, 3, 3, 4, 4), 0.3)
     torch.testing.assert_close(upsample_to(c, 6, 8), torch.full((2, 6, 3, 8, 8), 0.3))
     assert downsample_to(upsample_to(c, 6, 8), 3, 4).shape == c.shape

@@ -151,3 +151,27 @@ def test_level1_frame_noise_is_causal_and_drives_every_step():
     assert (a[:, 7:] - b[:, 7:]).abs().amax(dim=(0, 2, 3, 4)).min() > 0  # later frames do
     with pytest.raises(ValueError, match="frame_noise"):
         g(z, frames=12, frame_noise=e[:, :5])
+
+
+def test_time_pooling_keeps_every_frame_of_odd_clips():
+    """avg_pool3d floors odd T (6 -> 3 -> 1): the last of 3 frames fell out of the pooled
+    path. Ceil mode: each frame's share of the pooled sum is exact, and in a matching D every
+    frame of a 3- or 6-frame window gets at least half its fair share of the gradient."""
+    from cvg_fast.nn.resblocks import _downsample
+
+    x = torch.ones(1, 1, 3, 4, 4, requires_grad=True)
+    _downsample(_downsample(x)).sum().backward()
+    shares = x.grad.sum((0, 1, 3, 4)) / x.grad.sum()
+    torch.testing.assert_close(shares, torch.tensor([0.25, 0.25, 0.5]))
+    assert _downsample(torch.ones(1, 1, 5, 4, 4)).shape[2] == 3
+    torch.manual_seed(0)
+    d = MatchingDiscriminator(16, 8)
+    for t in (3, 6):
+        grad = torch.zeros(t)
+        for _ in range(3):
+            low = torch.randn(2, t, 3, 16, 16, requires_grad=True)
+            high = torch.randn(2, t * 2, 3, 32, 32)
+            d(high, low).sum().backward()
+            grad += low.grad.abs().sum((0, 2, 3, 4))
+        share = grad / grad.sum()
+        assert float(share.min()) > 0.5 / t, (t, share.tolist())

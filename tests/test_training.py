@@ -190,3 +190,28 @@ def test_level1_rollout_offset_shows_d_the_last_frames(tiny_cfg, tmp_path, monke
                       tr._gen("step"), None)
         assert out.shape[1] == tiny_cfg.levels[0].frames  # D always sees T frames
     assert set(lengths) <= set(range(8, 14)) and len(set(lengths)) > 1
+
+
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_generator_power_iteration_runs_once_per_step(tiny_cfg, tmp_path, monkeypatch, d_steps):
+    """G's weights only change at its own update: one power iteration per layer per step,
+    whatever d_steps (it ran d_steps + 1 times: G is in train mode for D's no-grad samples)."""
+    from cvg_fast.nn.spectral_norm import SpectralNormMixin
+
+    tiny_cfg.train.d_steps = d_steps
+    tr = _trainer(tiny_cfg, 1, tmp_path)
+    g_layers = {id(m) for m in tr.G.modules() if isinstance(m, SpectralNormMixin)}
+    counts = {"G": 0, "D": 0}
+    original = SpectralNormMixin._power_iteration
+
+    def counted(self, w):
+        counts["G" if id(self) in g_layers else "D"] += 1
+        return original(self, w)
+
+    monkeypatch.setattr(SpectralNormMixin, "_power_iteration", counted)
+    batch = next(iter(torch.utils.data.DataLoader(
+        tr.dataset, batch_size=4, sampler=[(i, i) for i in range(4)])))
+    tr.train_step(batch)
+    assert counts["G"] == len(g_layers)
+    d_layers = sum(isinstance(m, SpectralNormMixin) for m in tr.D.modules())
+    assert counts["D"] == d_layers * (d_steps + 1)  # each D update, and D's pass for G's loss

@@ -1,4 +1,4 @@
-"""Sliding-window upscaling: window starts, stitching, cross-fades, bounded streaming."""
+"""Sliding-window upscaling: window starts, stitching, overlap cuts, bounded streaming."""
 
 import pytest
 import torch
@@ -45,17 +45,23 @@ def test_stream_equals_framewise_map(chunk, overlap):
     assert max(p.shape[1] for p in pieces) <= window * tf  # one window of output at a time
 
 
-def test_cross_fade_ramps_between_disagreeing_windows():
-    # window i outputs the constant i: shared frames must ramp strictly from one to the next
+def test_overlapping_windows_are_cut_in_the_middle_of_the_shared_frames():
+    """Each output frame comes from the window it is more central in, never a blend: a blend
+    of two renderings is a ghost, and a window's last frames (held) are its worst."""
     count = iter(range(100))
 
-    def upscale(xw, t0, t1):
+    def upscale(xw, t0, t1):  # window i outputs the constant i
         return torch.full((1, t1 - t0, 1, 1, 1), float(next(count)))
 
     out = torch.cat(list(stream_upscale(upscale, [torch.zeros(1, 8, 1, 1, 1)], 8, 4, 1,
                                         overlap=2)), dim=1)[0, :, 0, 0, 0]
-    # windows [0,4) [2,6) [4,8): frames 2,3 fade 0->1, frames 4,5 fade 1->2
-    torch.testing.assert_close(out, torch.tensor([0, 0, 1 / 3, 2 / 3, 1 + 1 / 3, 1 + 2 / 3, 2, 2]))
+    # windows [0,4) [2,6) [4,8): shared frames 2,3 -> cut after 2; shared 4,5 -> cut after 4
+    assert out.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    count = iter(range(100))
+    out = torch.cat(list(stream_upscale(upscale, [torch.zeros(1, 6, 1, 1, 1)], 6, 4, 2,
+                                        overlap=2)), dim=1)[0, :, 0, 0, 0]
+    # t_factor 2: windows [0,4) [2,6) share input frames 2,3 = output frames 4..7; cut at 6
+    assert out.tolist() == [0] * 6 + [1] * 6
 
 
 def test_stream_reports_windows_and_detects_short_input():

@@ -55,7 +55,7 @@ def bilinear_source(cascade, level: int, seed: int = 0, batch_size: int = 16) ->
     cfg = cascade.cfg
     factor = 1
     for lv in range(level + 1, cfg.num_levels + 1):
-        factor *= cfg.t_factor(lv)
+        factor *= cascade.t_factor(lv) if lv <= cascade.num_levels else cfg.t_factor(lv)
     size = cfg.levels[-1].size
 
     def source(count: int, frames: int) -> Iterator[Batch]:

@@ -21,7 +21,7 @@ import torch
 
 from cvg_fast.config import CascadeConfig
 from cvg_fast.errors import CvgError
-from cvg_fast.models.cascade import Cascade, build_generator
+from cvg_fast.models.cascade import Cascade, build_generator, check_levels_agree
 
 FORMAT = "cvg-fast/1"
 
@@ -85,7 +85,12 @@ def load_generator(run: str | os.PathLike, level: int,
     cfg = CascadeConfig.from_dict(state["config"])
     num_classes = int(state["num_classes"])
     g = build_generator(cfg, level, num_classes)
-    g.load_state_dict(state["G"])
+    try:
+        g.load_state_dict(state["G"])
+    except RuntimeError as e:  # weights of another architecture (an older cvg-fast)
+        raise CvgError(f"{checkpoint_path(run, level)}: its generator weights do not fit the "
+                       f"level-{level} generator its config describes "
+                       f"({str(e).splitlines()[0][:160]}); retrain this level") from None
     g.to(device).eval().requires_grad_(False)
     return g, cfg, num_classes
 
@@ -94,8 +99,10 @@ def load_cascade(run: str | os.PathLike, levels: int | None = None,
                  device: torch.device | str | None = None) -> Cascade:
     """The trained levels 1..`levels` (default: all found) of a run folder, frozen.
 
-    Raises a one-line CvgError when the folder or level 1 is missing, or when
-    a level was trained with shapes that disagree with the levels below it.
+    Each level is built from the config it was trained with (its checkpoint's).
+    Raises a one-line CvgError when the folder or level 1 is missing, or when a
+    level was trained with shapes, frame stride or classes that disagree with the
+    levels below it.
     """
     run = Path(run)
     if not run.is_dir():
@@ -116,11 +123,5 @@ def load_cascade(run: str | os.PathLike, levels: int | None = None,
         gens.append(g)
         cfgs.append(cfg)
         classes.append(nc)
-    top = cfgs[-1]
-    for level, (cfg, nc) in enumerate(zip(cfgs, classes), start=1):
-        a, b = cfg.levels[level - 1], top.levels[level - 1]
-        if (a.frames, a.size) != (b.frames, b.size) or nc != classes[0]:
-            raise CvgError(f"{run}: level {level} was trained for {a.frames} frames at {a.size}px "
-                           f"({nc} classes) but level {want} expects {b.frames} at {b.size}px "
-                           f"({classes[0]} classes): retrain the upper levels")
-    return Cascade(top, gens, classes[0])
+    check_levels_agree(cfgs, classes, where=str(run))
+    return Cascade(cfgs, gens, classes[0])

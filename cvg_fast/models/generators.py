@@ -8,10 +8,11 @@ noise e_t keeps driving the recurrence there (with a constant input the
 ConvGRU settles to a fixed point and long videos freeze).
 
 UpscalerGenerator: a video x^{l-1} (N, T, 3, h, w) + noise -> x^l
-(N, T*t_factor, 3, h*s, w*s). Temporal upsampling first (linear in time),
-then units of [3D residual block -> 2D up-block -> 2D block], resolution
+(N, T*t_factor, 3, h*s, w*s). Temporal upsampling first (`upsample_time`: input
+frame i lands on output frame t_factor*i, where f_t and the matching D look for
+it), then units of [3D residual block -> 2D up-block -> 2D block], resolution
 doubled per unit, and the resized low-res input fed into every unit's output
-(1x1 conv) and into the output itself: out = tanh(g * conv(f) + atanh(resize(x)))
+(1x1 conv) and into the output itself: out = tanh(g * conv(f) + atanh(base(x)))
 with a learnt gain g that starts at 0, so training starts from the exact input.
 """
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from cvg_fast.nn import (
     ConditionalBatchNorm, ConvGRU, GBlock, SNConv2d, SNConv3d, SNLinear, spectral_norm_step,
 )
+from cvg_fast.ops import upsample_time
 
 
 def _resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -91,16 +93,35 @@ class Level1Generator(nn.Module):
 
 
 class UpscalerGenerator(nn.Module):
-    """x_low (N, T, 3, h, h), noise (N, T*tf, z_ch, h, h), y -> (N, T*tf, 3, h*sf, h*sf)."""
+    """x_low (N, T, 3, h, h), noise (N, T*tf, z_ch, h, h), y -> (N, T*tf, 3, h*sf, h*sf).
+
+    s_factor 1 (more frames, same size) is a temporal-only upscaler: one unit, no
+    spatial up-sampling.
+    """
+
+    # The learned branch's gain is `GAIN_SCALE * residual_gain` with the parameter at 0:
+    # step 0 outputs exactly base(x), and Adam (whose steps are ~lr whatever the gradient's
+    # size) moves the gain GAIN_SCALE times faster than a plain parameter. With 1x it moved
+    # ~1 lr per step: -0.065 after the demo's 240 level-2 steps, so level 2 was a bilinear
+    # upsample. 20 measured better than 50 (README, "Upscalers").
+    GAIN_SCALE = 20.0
+    # atanh(base) is taken in fp32 with |base| <= ATANH_LIMIT (0.995 rounds to 1.0 in bf16)
+    ATANH_LIMIT = 0.995
 
     def __init__(self, in_size: int, t_factor: int, s_factor: int, ch: int, z_ch: int,
-                 num_classes: int = 0, img_ch: int = 3):
+                 num_classes: int = 0, img_ch: int = 3, gain_scale: float | None = None):
         super().__init__()
+        if t_factor < 1 or s_factor < 1 or s_factor & (s_factor - 1):
+            raise ValueError(f"upscaler factors must be t >= 1 and s a power of two >= 1, "
+                             f"got t={t_factor}, s={s_factor}")
         self.in_size, self.t_factor, self.s_factor = in_size, t_factor, s_factor
+        self.out_size = in_size * s_factor
         self.z_ch, self.num_classes = z_ch, num_classes
+        self.gain_scale = float(self.GAIN_SCALE if gain_scale is None else gain_scale)
         n_up = int(round(math.log2(s_factor)))
         n_units = max(n_up, 1)
-        widths = [ch * min(2 ** (n_up - k), 8) for k in range(n_units + 1)]
+        # unit k runs at width widths[k] and outputs widths[k + 1] (halving as size doubles)
+        widths = [ch * min(2 ** max(n_up - k, 0), 8) for k in range(n_units + 1)]
         self.stem = SNConv3d(img_ch + z_ch, widths[0], 3, padding=1)
         self.units3d = nn.ModuleList(
             GBlock(widths[k], widths[k], dims=3, num_classes=num_classes) for k in range(n_units))
@@ -114,18 +135,30 @@ class UpscalerGenerator(nn.Module):
         self.sizes = [in_size * 2 ** (k + 1) if n_up > 0 else in_size for k in range(n_units)]
         self.out_bn = ConditionalBatchNorm(widths[-1], 0)
         self.out_conv = SNConv2d(widths[-1], img_ch, 3, padding=1)
-        # ReZero-style gain on the residual, 0 at init: training starts from the exact
-        # (resized) input and learns detail on top of it (spectral norm fixes the conv's scale)
         self.residual_gain = nn.Parameter(torch.zeros(()))
+        # per-channel strength of the noise input, 0 at init: the upscaler starts as a
+        # deterministic function of its input and takes in noise only as D asks for it.
+        # Fed at full strength from step 0, per-pixel, per-frame noise made flickering
+        # coloured speckle (README, "Upscalers")
+        self.noise_gain = nn.Parameter(torch.zeros(z_ch))
+
+    @property
+    def gain(self) -> torch.Tensor:
+        """The learned branch's effective gain (0 at initialisation)."""
+        return self.residual_gain * self.gain_scale
 
     def upsample_time(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, T, C, h, w) -> (N, T*tf, C, h, w), linear in time (edges replicated)."""
-        if self.t_factor == 1:
-            return x
-        n, t, c, h, w = x.shape
-        v = x.permute(0, 2, 1, 3, 4)
-        v = F.interpolate(v, size=(t * self.t_factor, h, w), mode="trilinear", align_corners=False)
-        return v.permute(0, 2, 1, 3, 4)
+        """(N, T, C, h, w) -> (N, T*tf, C, h, w): input frame i at output frame tf*i."""
+        return upsample_time(x, self.t_factor)
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, 3, h, w) -> (N, T*tf, 3, H, W) fp32: the output when the learned branch adds 0.
+
+        Input frame i sits at output frame tf*i, the frames between move linearly toward
+        input frame i + 1, the window's last frames hold its last input frame; bilinear
+        in space. f_t(f_s^m(base(x))) == x for frames constant in space.
+        """
+        return _resize_frames(self.upsample_time(x.float()), self.out_size)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor,
                 y: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,7 +173,8 @@ class UpscalerGenerator(nn.Module):
             raise ValueError(f"noise must be (N, {t}, {self.z_ch}, h, w), got {tuple(noise.shape)}")
         yy = y.repeat_interleave(t) if y is not None else None
         with spectral_norm_step(self):
-            h = self.stem(torch.cat([xu, noise.to(xu.dtype)], dim=2).transpose(1, 2))
+            noise = noise.to(xu.dtype) * self.noise_gain.view(1, 1, -1, 1, 1).to(xu.dtype)
+            h = self.stem(torch.cat([xu, noise], dim=2).transpose(1, 2))
             for k in range(len(self.units3d)):
                 h = self.units3d[k](h, y)  # (N, C, T, s, s)
                 f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])
@@ -149,7 +183,10 @@ class UpscalerGenerator(nn.Module):
                 f = f + self.skips[k](skip.reshape(n * t, *skip.shape[2:]))
                 h = f.view(n, t, *f.shape[1:]).transpose(1, 2)
             f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])
-            delta = self.out_conv(F.relu(self.out_bn(f))) * self.residual_gain
-            base = _resize_frames(xu, self.sizes[-1]).reshape_as(delta)
-            out = torch.tanh(delta + torch.atanh(base.clamp(-0.995, 0.995)))
+            delta = self.out_conv(F.relu(self.out_bn(f)))
+        # the residual sum in fp32 whatever the autocast dtype: atanh(0.995) is inf in bf16
+        with torch.autocast(delta.device.type, enabled=False):
+            base = _resize_frames(xu.float(), self.out_size).reshape(delta.shape)
+            lim = self.ATANH_LIMIT
+            out = torch.tanh(self.gain * delta.float() + torch.atanh(base.clamp(-lim, lim)))
         return out.view(n, t, *out.shape[1:])

@@ -3,9 +3,15 @@
 An upscaler trained on windows of w input frames runs at inference on windows
 that start every w - overlap frames: [0, w), [w - o, 2w - o), ...; the last
 window is aligned to the end, [T - w, T). Each window maps w input frames to
-w * t_factor output frames; where two windows overlap, their outputs are
-cross-faded linearly (overlap 0 and w dividing T: plain concatenation, the
-paper's scheme). `stream_upscale` consumes its input as a stream of chunks
+w * t_factor output frames; where two windows overlap, each output frame is
+taken from the window it is more central in: the earlier window up to the
+middle of the shared frames, the later one after it (overlap 0 and w dividing
+T: plain concatenation, the paper's scheme). A window's edge frames are its
+worst (its last t_factor - 1 frames hold its last input frame: it has no next
+one), and a cut keeps them out. Cross-fading the shared frames instead blends
+two different renderings of the same content into a ghost: on the demo's
+cascade it measured FVD-synth 134.7 / 153.2 (16 / 64 frames) against 110.7 /
+121.2 for the cut, same model, overlap 0.5. `stream_upscale` consumes its input as a stream of chunks
 and yields output chunks in order, holding at most one input window, one
 input chunk and one window of output — memory does not grow with video length.
 Training uses the same function (and collects the stream) to build the
@@ -46,7 +52,7 @@ def stream_upscale(upscale: WindowFn, chunks: Iterable[torch.Tensor], total: int
     output frames; t0:t1 is the window's output frame range (for noise keyed by
     frame). chunks: the input video as (N, t_i, C, h, w) pieces summing to `total`.
     on_window(x_window, y_window) sees every window (e.g. for the matching error).
-    overlap: input frames shared by consecutive windows (cross-faded), <= w // 2.
+    overlap: input frames shared by consecutive windows (cut in their middle), <= w // 2.
     """
     it = iter(chunks)
     buf: torch.Tensor | None = None  # input frames [buf_start, buf_start + len)
@@ -64,11 +70,9 @@ def stream_upscale(upscale: WindowFn, chunks: Iterable[torch.Tensor], total: int
         yw = upscale(xw, start * t_factor, (start + w) * t_factor)
         if on_window is not None:
             on_window(xw, yw)
-        if pending is not None and pending.shape[1] > 0:  # cross-fade the shared frames
-            ov = pending.shape[1]
-            ramp = torch.arange(1, ov + 1, device=yw.device, dtype=yw.dtype) / (ov + 1)
-            ramp = ramp.view(1, ov, *([1] * (yw.dim() - 2)))
-            yw = torch.cat([pending * (1 - ramp) + yw[:, :ov] * ramp, yw[:, ov:]], dim=1)
+        if pending is not None and pending.shape[1] > 0:  # cut in the middle of the shared part
+            half = pending.shape[1] // 2
+            yw = torch.cat([pending[:, :half], yw[:, half:]], dim=1)
         if i + 1 < len(starts):
             cut = (starts[i + 1] - start) * t_factor  # the next window starts here
             yield yw[:, :cut]

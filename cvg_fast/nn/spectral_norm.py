@@ -54,16 +54,22 @@ class SpectralNormMixin:
         self.sn_v.copy_(F.normalize(torch.mv(w.t(), self.sn_u), dim=0, eps=_EPS))
 
     def compute_normalized_weight(self) -> torch.Tensor:
-        """W / sigma(W); updates u, v once when training (no grad through them)."""
-        w = self.weight
-        w_mat = w.flatten(1)
-        if self.training:
-            with torch.no_grad():
-                self._power_iteration(w_mat.detach())
-        u = self.sn_u.clone(memory_format=torch.contiguous_format)
-        v = self.sn_v.clone(memory_format=torch.contiguous_format)
-        sigma = torch.dot(u, torch.mv(w_mat, v))
-        return w / sigma
+        """W / sigma(W); updates u, v once when training (no grad through them).
+
+        Always fp32, autocast or not: on CUDA `mv` is on autocast's bf16 list, and a
+        bf16 sigma (8 bits of mantissa) would rescale every weight by up to 0.4%
+        differently from step to step. The conv that uses W/sigma casts it itself.
+        """
+        with torch.autocast(self.weight.device.type, enabled=False):
+            w = self.weight.float()
+            w_mat = w.flatten(1)
+            if self.training:
+                with torch.no_grad():
+                    self._power_iteration(w_mat.detach())
+            u = self.sn_u.float().clone(memory_format=torch.contiguous_format)
+            v = self.sn_v.float().clone(memory_format=torch.contiguous_format)
+            sigma = torch.dot(u, torch.mv(w_mat, v))
+            return (w / sigma).to(self.weight.dtype)
 
     def normalized_weight(self) -> torch.Tensor:
         cached = self._sn_cached
@@ -81,6 +87,25 @@ class SNConv2d(_SNConvNd, nn.Conv2d):
 
 class SNConv3d(_SNConvNd, nn.Conv3d):
     """Conv3d with spectral norm and orthogonal init. (N, C, T, H, W) -> (N, C', T', H', W')."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _cpu_bf16_two_frames(x, self.kernel_size[0]):
+            # oneDNN's bf16 conv3d weight gradient is garbage (~1e35) on CPU when T == 2 and
+            # the kernel spans time (torch 2.14, measured; T = 1, 3, 4 and 1x1x1 are fine):
+            # these small clips (a D's last 3D blocks) run in fp32
+            with torch.autocast("cpu", enabled=False):
+                w = self.normalized_weight().float()
+                b = None if self.bias is None else self.bias.float()
+                return self._conv_forward(x.float(), w, b)
+        return super().forward(x)
+
+
+def _cpu_bf16_two_frames(x: torch.Tensor, kernel_t: int) -> bool:
+    """Would this conv3d hit oneDNN's broken bf16 weight gradient (CPU, bf16, T == 2)?"""
+    if x.device.type != "cpu" or x.dim() != 5 or x.shape[2] != 2 or kernel_t == 1:
+        return False
+    return x.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
 
 
 class SNLinear(SpectralNormMixin, nn.Linear):

@@ -6,10 +6,10 @@ triton) is resolved in `cvg_fast.ops.backends`.
 
 from cvg_fast.ops.gru_blend import gru_blend, gru_blend_reference
 from cvg_fast.ops.pyramid import (
-    downsample_to, pyramid, spatial_down, temporal_down, upsample_to,
+    downsample_to, pyramid, spatial_down, temporal_down, upsample_time, upsample_to,
 )
 
 __all__ = [
     "gru_blend", "gru_blend_reference", "spatial_down", "temporal_down", "downsample_to", "pyramid",
-    "upsample_to",
+    "upsample_time", "upsample_to",
 ]

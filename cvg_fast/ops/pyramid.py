@@ -6,6 +6,11 @@ keeps every k-th frame. x^{l-1} = f_t(f_s^m(x^l)) with 2^m the level's spatial
 factor and k its temporal factor. These are the reference implementations;
 fused kernels added later must equal them, borders included, and are chosen
 through `spatial_down`'s `backend` argument.
+
+`upsample_time` is f_t's right inverse, the time axis of every upscaler's base
+path: output frame k*i IS input frame i (so f_t keeps exactly the input), the
+k - 1 frames after it move linearly toward input frame i + 1, and the last
+input frame is held for the k - 1 frames after it (a window has no next frame).
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ def spatial_down(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     n, t, c, h, w = x.shape
     if h % 2 or w % 2:
         raise ValueError(f"spatial_down needs even H and W, got {h}x{w}")
-    y = F.interpolate(
-        x.reshape(n * t, c, h, w), scale_factor=0.5, mode="bilinear", antialias=True,
-        align_corners=False,
-    )
-    return y.reshape(n, t, c, h // 2, w // 2)
+    # fp32 inside: antialiased interpolation has no bf16/fp16 CPU kernel, and the filter's
+    # renormalised border taps (3/7) are not representable in bf16 anyway
+    with torch.autocast(x.device.type, enabled=False):
+        y = F.interpolate(
+            x.reshape(n * t, c, h, w).float(), scale_factor=0.5, mode="bilinear",
+            antialias=True, align_corners=False,
+        )
+    return y.reshape(n, t, c, h // 2, w // 2).to(x.dtype)
 
 
 def temporal_down(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -37,6 +45,24 @@ def temporal_down(x: torch.Tensor, k: int) -> torch.Tensor:
     if k < 1:
         raise ValueError(f"temporal_down factor must be >= 1, got {k}")
     return x[:, ::k]
+
+
+def upsample_time(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, T, ...) -> (N, T*k, ...): out[k*i + j] = x[i] + (j/k) (x[i+1] - x[i]), last frame held.
+
+    The right inverse of f_t: temporal_down(upsample_time(x, k), k) == x exactly.
+    """
+    if k < 1:
+        raise ValueError(f"upsample_time factor must be >= 1, got {k}")
+    if k == 1:
+        return x
+    t = x.shape[1]
+    nxt = torch.cat([x[:, 1:], x[:, -1:]], dim=1)  # frame i + 1, the last one held
+    frac = torch.arange(k, device=x.device, dtype=x.dtype) / k  # (k,)
+    frac = frac.view(1, 1, k, *([1] * (x.dim() - 2)))
+    a, b = x.unsqueeze(2), nxt.unsqueeze(2)  # (N, T, 1, ...)
+    out = a + frac * (b - a)  # (N, T, k, ...)
+    return out.reshape(x.shape[0], t * k, *x.shape[2:])
 
 
 def downsample_to(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:
@@ -54,18 +80,17 @@ def downsample_to(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:
 
 
 def upsample_to(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:
-    """(N, T, C, h, w) -> (N, frames, C, size, size): linear in time, bilinear in space.
+    """(N, T, C, h, w) -> (N, frames, C, size, size): `upsample_time` then bilinear in space.
 
-    The baseline "an upscaler that learned nothing" (align_corners=False, edges
-    replicated, the same time interpolation an upscaler applies to its input).
+    The baseline "an upscaler that learned nothing": the same time alignment as every
+    upscaler's base path (input frame i at output frame k*i), over the whole video.
+    frames must be a multiple of T.
     """
     n, t, c, h, w = x.shape
-    if frames < t or size < h:
-        raise ValueError(f"cannot upsample {t} frames x {h}px to {frames} x {size}px")
-    if frames != t:
-        v = F.interpolate(x.permute(0, 2, 1, 3, 4), size=(frames, h, w), mode="trilinear",
-                          align_corners=False)
-        x = v.permute(0, 2, 1, 3, 4)
+    if frames < t or size < h or frames % t:
+        raise ValueError(f"cannot upsample {t} frames x {h}px to {frames} x {size}px "
+                         f"(frames must be a multiple of {t})")
+    x = upsample_time(x, frames // t)
     if size != h:
         x = F.interpolate(x.reshape(n * frames, c, h, w), size=(size, size), mode="bilinear",
                           align_corners=False).view(n, frames, c, size, size)

@@ -92,9 +92,8 @@ def _batch_chunks(cascade: Cascade, ids: list[int], labels: list[int] | None, fr
                   seed: int, device: torch.device, overlap: float,
                   on_window=None) -> Iterator[np.ndarray]:
     """uint8 chunks (B, t, H, W, 3) of videos `ids`, in order, `frames` frames in all."""
-    cfg = cascade.cfg
     frames1 = math.ceil(frames / cascade.total_t_factor())
-    z = video_noise(seed, ids, cfg.z_dim).to(device)
+    z = video_noise(seed, ids, cascade.level_cfg(1).z_dim).to(device)
     y = torch.tensor([labels[i] for i in ids], device=device) if labels else None
 
     def noise(level, t_a, t_b, shape):
@@ -117,7 +116,7 @@ def _prepare(cascade, frames, num_videos, batch_size, overlap, levels, device):
     if levels is not None:
         if not 1 <= levels <= cascade.num_levels:
             raise CvgError(f"levels={levels}: this cascade has levels 1..{cascade.num_levels}")
-        cascade = Cascade(cascade.cfg, list(cascade.generators)[:levels], cascade.num_classes)
+        cascade = cascade.truncated(levels)
     if frames is None:
         frames = cascade.cfg.levels[cascade.num_levels - 1].frames
     if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
@@ -164,7 +163,8 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
     (default: its training length; any length >= 1 works). classes: None (video
     i gets class i mod num_classes), one int, or one per video. levels: stop at
     this level (default: all trained). overlap: fraction of each upscaler window
-    (0 to 0.5) shared with the next and cross-faded: smoother window seams for
+    (0 to 0.5) shared with the next, each frame taken from the window it is more
+    central in: no held window-end frames at the seams, for
     up to 2x upscaler work (0 = the paper's back-to-back windows).
     Returns uint8 (N, F, H, W, 3), or the list of .mp4 paths when `out` is
     given; with return_stats=True, also a GenerationStats (timings and the

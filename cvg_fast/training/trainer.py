@@ -30,12 +30,13 @@ import torch
 from cvg_fast.config import CascadeConfig
 from cvg_fast.errors import CvgError
 from cvg_fast.models import Cascade, build_discriminator, build_generator
+from cvg_fast.models.cascade import check_levels_agree
 from cvg_fast.models.checkpoint import (
     checkpoint_path, level_dir, load_checkpoint, load_generator, save_checkpoint,
     atomic_write_bytes,
 )
 from cvg_fast.models.noise import seed_key
-from cvg_fast.nn import standing_statistics
+from cvg_fast.nn import spectral_norm_step, standing_statistics
 from cvg_fast.ops import pyramid
 from cvg_fast.training import distributed as D
 from cvg_fast.training.data import make_loader
@@ -87,10 +88,14 @@ def _shapes(cfg: CascadeConfig, upto: int) -> list[tuple[int, int]]:
 
 def load_frozen_levels(cfg: CascadeConfig, level: int, prev_run: Path, num_classes: int,
                        device: torch.device) -> Cascade | None:
-    """The trained levels 1..level-1, frozen; a one-line error if one is missing or mismatched."""
+    """The trained levels 1..level-1, frozen, each driven by the config it was trained with.
+
+    A one-line error if one is missing, or if its frames, size, frame stride or classes
+    disagree with this level's config (`cfg`, the one being trained).
+    """
     if level == 1:
         return None
-    gens = []
+    gens, cfgs, classes = [], [], []
     for lower in range(1, level):
         if not checkpoint_path(prev_run, lower).is_file():
             raise CvgError(
@@ -98,15 +103,14 @@ def load_frozen_levels(cfg: CascadeConfig, level: int, prev_run: Path, num_class
                 f"({checkpoint_path(prev_run, lower)} missing): train it first with "
                 f"--level {lower}, or point --prev at the run that has it")
         g, lcfg, nc = load_generator(prev_run, lower, device)
-        a, b = lcfg.levels[lower - 1], cfg.levels[lower - 1]
-        if (a.frames, a.size) != (b.frames, b.size):
-            raise CvgError(f"level {lower} in {prev_run} makes {a.frames} frames at {a.size}px but "
-                           f"preset {cfg.name!r} expects {b.frames} at {b.size}px: use the same preset")
-        if nc != num_classes:
-            raise CvgError(f"level {lower} in {prev_run} has {nc} classes, this run {num_classes}: "
-                           f"use the same data and --num-classes")
         gens.append(g)
-    return Cascade(cfg, gens, num_classes)
+        cfgs.append(lcfg)
+        classes.append(nc)
+    if classes[0] != num_classes:
+        raise CvgError(f"level 1 in {prev_run} has {classes[0]} classes, this run {num_classes}: "
+                       f"use the same data and --num-classes")
+    check_levels_agree(cfgs + [cfg], classes + [num_classes], where=str(prev_run))
+    return Cascade(cfgs, gens, num_classes)
 
 
 class LevelTrainer:
@@ -201,17 +205,23 @@ class LevelTrainer:
         return torch.randn(shape, generator=gen, device=self.device)
 
     def lower_output(self, y: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
-        """x̂^{L-1} (N, T_{L-1}, 3, s, s) from the frozen levels below, without grad."""
-        cfg, lower = self.cfg, self.lower
-        z = self._randn((n, cfg.z_dim), gen)
+        """x̂^{L-1} (N, T, 3, s, s) from the frozen levels below, without grad.
+
+        T = T_{L-1} at the training length; with `input_rollout` R, level 1 makes R more
+        frames and T grows by R times the levels' frame factors.
+        """
+        lower = self.lower
+        c1 = lower.level_cfg(1)  # level 1 is driven by its own config, not this level's
+        z = self._randn((n, c1.z_dim), gen)
         with torch.no_grad():
-            chunks = lower.stream(z, y, cfg.levels[0].frames,
+            chunks = lower.stream(z, y, c1.levels[0].frames + self.tc.input_rollout,
                                   lambda lvl, t0, t1, shape: self._randn((n, t1 - t0, *shape), gen))
             return torch.cat(list(chunks), dim=1)
 
-    def windows(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """Random window starts (N,) in input frames for an upscaling level."""
-        t_in = self.cfg.levels[self.level - 2].frames
+    def windows(self, n: int, gen: torch.Generator, t_in: int | None = None) -> torch.Tensor:
+        """Random window starts (N,) in input frames for an upscaling level (input: t_in
+        frames, default the level below's training length)."""
+        t_in = t_in or self.cfg.levels[self.level - 2].frames
         w = self.cfg.window(self.level)
         return torch.randint(0, t_in - w + 1, (n,), generator=gen, device=self.device)
 
@@ -249,8 +259,8 @@ class LevelTrainer:
     def fake_input(self, y, n: int, gen: torch.Generator) -> torch.Tensor | None:
         if self.level == 1:
             return None
-        return self.take(self.lower_output(y, n, gen), self.windows(n, gen),
-                         self.cfg.window(self.level))
+        low = self.lower_output(y, n, gen)
+        return self.take(low, self.windows(n, gen, low.shape[1]), self.cfg.window(self.level))
 
     # ------------------------------------------------------------------ step
     def train_step(self, batch: dict) -> dict:
@@ -259,15 +269,27 @@ class LevelTrainer:
         n = video.shape[0]
         y = batch["label"].to(self.device) if self.num_classes > 0 else None
         gen = self._gen("step")
-        amp = torch.autocast("cuda", dtype=torch.bfloat16,
-                             enabled=tc.amp == "bf16" and self.device.type == "cuda")
+        # bf16 autocast on CPU (AVX512-BF16, oneDNN) and CUDA alike; spectral norm's power
+        # iteration and sigma, f_s and the upscaler's residual sum stay fp32 inside
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.amp == "bf16")
         real_high, real_low = self.real_pair(video, gen)
         fake_low = self.fake_input(y, n, gen)
         yy = torch.cat([y, y]) if y is not None else None
-        logs = {}
-
         self.G.train()
         self.D.train().requires_grad_(True)
+        # G's weights do not change until its own update: W/sigma (and the power iteration)
+        # once for the whole step, shared by the D updates' no-grad samples and G's update
+        with spectral_norm_step(self.G):
+            logs = self._d_then_g(tc, n, y, yy, gen, amp, real_high, real_low, fake_low)
+        for k, v in logs.items():
+            if not math.isfinite(v):
+                raise FloatingPointError(f"step {self.step}: {k} = {v}; lower the learning rates "
+                                         f"or use --amp none")
+        return logs
+
+    def _d_then_g(self, tc, n, y, yy, gen, amp, real_high, real_low, fake_low) -> dict:
+        """tc.d_steps discriminator updates, then one generator update; their losses."""
+        logs = {}
         for _ in range(tc.d_steps):
             with torch.no_grad(), amp:
                 fake_high = self.fake(y, n, gen, fake_low)
@@ -295,10 +317,6 @@ class LevelTrainer:
         self.opt_g.step()
         self.D.requires_grad_(True)
         logs.update(parts, loss_g=float(loss_g.detach()))
-        for k, v in logs.items():
-            if not math.isfinite(v):
-                raise FloatingPointError(f"step {self.step}: {k} = {v}; lower the learning rates "
-                                         f"or use --amp none")
         return logs
 
     # ------------------------------------------------------- BN and samples
@@ -348,7 +366,8 @@ class LevelTrainer:
     def current_cascade(self) -> Cascade:
         """Levels 1..L as they are now: the frozen levels below plus this G."""
         below = list(self.lower.generators) if self.lower is not None else []
-        return Cascade(self.cfg, below + [self.G], self.num_classes)
+        cfgs = self.lower.cfgs if self.lower is not None else []
+        return Cascade(cfgs + [self.cfg], below + [self.G], self.num_classes)
 
     def evaluate(self) -> dict | None:
         """The run's metric on eval-mode samples (standing BN statistics first); rank 0 logs."""
