@@ -85,6 +85,7 @@ def test_bf16_and_fp32_train_20_steps_from_the_same_seed(tiny_cfg, tmp_path, lev
         logs[amp] = _loss_log(run, level)
     a, b = logs["none"], logs["bf16"]
     assert len(a) == len(b) == 20
+    assert any(x["loss_d"] != y["loss_d"] for x, y in zip(a, b)), "bf16 did not run in bf16"
     for row in b:
         assert all(torch.isfinite(torch.tensor(v)) for k, v in row.items() if k != "step")
     for key in ("loss_d", "loss_g"):

@@ -125,3 +125,18 @@ def test_noise_enters_only_as_training_asks():
         torch.testing.assert_close(a, b)
         g.noise_gain.fill_(0.5)
         assert (g(x, torch.randn(2, 8, 3, 16, 16)) - a).abs().max() > 1e-3
+
+
+def test_learned_branch_adds_detail_only():
+    """With s_factor > 1 the learned branch is high-pass: smooth changes (colour, layout) are
+    removed before they reach the output, so f_s of the branch is small; s_factor 1 keeps it."""
+    import torch.nn.functional as F
+
+    g = UpscalerGenerator(16, 2, 2, ch=4, z_ch=1)
+    smooth = F.interpolate(torch.randn(6, 3, 8, 8), size=32, mode="bilinear")
+    detail = g.detail(smooth)
+    f_s = lambda v: downsample_to(v.view(1, 6, 3, 32, 32), 6, 16).abs().mean()  # noqa: E731
+    assert float(f_s(detail)) < 0.25 * float(f_s(smooth))
+    torch.testing.assert_close(g.detail(torch.ones(2, 3, 32, 32)), torch.zeros(2, 3, 32, 32))
+    t_only = UpscalerGenerator(16, 2, 1, ch=4, z_ch=1)
+    torch.testing.assert_close(t_only.detail(smooth[:, :, :16, :16]), smooth[:, :, :16, :16])

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from cvg_fast.nn import (
     ConditionalBatchNorm, ConvGRU, GBlock, SNConv2d, SNConv3d, SNLinear, spectral_norm_step,
 )
-from cvg_fast.ops import upsample_time
+from cvg_fast.ops import spatial_down, upsample_time
 
 
 def _resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -105,6 +105,8 @@ class UpscalerGenerator(nn.Module):
     # ~1 lr per step: -0.065 after the demo's 240 level-2 steps, so level 2 was a bilinear
     # upsample. 20 measured better than 50 (README, "Upscalers").
     GAIN_SCALE = 20.0
+    # the learned branch adds detail only (see `detail`)
+    DETAIL_ONLY = True
     # atanh(base) is taken in fp32 with |base| <= ATANH_LIMIT (0.995 rounds to 1.0 in bf16)
     ATANH_LIMIT = 0.995
 
@@ -160,6 +162,22 @@ class UpscalerGenerator(nn.Module):
         """
         return _resize_frames(self.upsample_time(x.float()), self.out_size)
 
+    def detail(self, delta: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> its detail: delta minus its low-pass (f_s^m, then bilinear back up).
+
+        With s_factor > 1 the learned branch adds only what f_s removes: it sharpens and
+        adds texture, and cannot repaint the colours and layout the level below decided
+        (what the matching D checks, and what made a free branch cost class accuracy).
+        A temporal-only upscaler (s_factor 1) keeps its branch whole: its job is in time.
+        """
+        if self.s_factor == 1 or not self.DETAIL_ONLY:
+            return delta
+        low = delta.float().unsqueeze(1)
+        for _ in range(self.s_factor.bit_length() - 1):
+            low = spatial_down(low)
+        low = _resize_frames(low, self.out_size).squeeze(1)
+        return delta.float() - low
+
     def forward(self, x: torch.Tensor, noise: torch.Tensor,
                 y: torch.Tensor | None = None) -> torch.Tensor:
         n, t_in = x.shape[:2]
@@ -183,7 +201,7 @@ class UpscalerGenerator(nn.Module):
                 f = f + self.skips[k](skip.reshape(n * t, *skip.shape[2:]))
                 h = f.view(n, t, *f.shape[1:]).transpose(1, 2)
             f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])
-            delta = self.out_conv(F.relu(self.out_bn(f)))
+            delta = self.detail(self.out_conv(F.relu(self.out_bn(f))))
         # the residual sum in fp32 whatever the autocast dtype: atanh(0.995) is inf in bf16
         with torch.autocast(delta.device.type, enabled=False):
             base = _resize_frames(xu.float(), self.out_size).reshape(delta.shape)
