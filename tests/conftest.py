@@ -20,15 +20,21 @@ def synth_data(tmp_path_factory):
     return data
 
 
-@pytest.fixture
-def tiny_cfg():
+def narrow_tiny(name: str = "tiny"):
+    """A preset's structure (frames, sizes, windows) with narrow, cheap networks."""
     from cvg_fast.config import get_preset
 
-    cfg = get_preset("tiny")
+    cfg = get_preset(name)
     cfg.train.batch_size = 4
     cfg.train.num_workers = 0
     cfg.train.bn_recalibration_batches = 1
-    cfg.train.log_every = 1
     for lv in cfg.levels:
         lv.g_ch = lv.d_ch = 8
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg():
+    cfg = narrow_tiny()
+    cfg.train.log_every = 1
     return cfg

@@ -15,17 +15,11 @@ from cvg_fast.cli import main
 from cvg_fast.config import get_preset
 from cvg_fast.errors import CvgError
 from cvg_fast.models.checkpoint import load_checkpoint
+from conftest import narrow_tiny
 
 
 def _narrow(name="tiny"):
-    """The tiny preset's structure (frames, sizes, windows) with narrow, cheap networks."""
-    cfg = get_preset(name)
-    cfg.train.batch_size = 4
-    cfg.train.num_workers = 0
-    cfg.train.bn_recalibration_batches = 1
-    for lv in cfg.levels:
-        lv.g_ch = lv.d_ch = 8
-    return cfg
+    return narrow_tiny(name)
 
 
 # the evaluator's "tiny" budget is for plumbing only: its low accuracy warning is expected

@@ -32,9 +32,10 @@ def spatial_down(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
         raise ValueError(f"spatial_down needs even H and W, got {h}x{w}")
     # fp32 inside: antialiased interpolation has no bf16/fp16 CPU kernel, and the filter's
     # renormalised border taps (3/7) are not representable in bf16 anyway
+    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
     with torch.autocast(x.device.type, enabled=False):
         y = F.interpolate(
-            x.reshape(n * t, c, h, w).float(), scale_factor=0.5, mode="bilinear",
+            wide.reshape(n * t, c, h, w), scale_factor=0.5, mode="bilinear",
             antialias=True, align_corners=False,
         )
     return y.reshape(n, t, c, h // 2, w // 2).to(x.dtype)
