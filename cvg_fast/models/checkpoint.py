@@ -86,11 +86,17 @@ def load_generator(run: str | os.PathLike, level: int,
     num_classes = int(state["num_classes"])
     g = build_generator(cfg, level, num_classes)
     try:
-        g.load_state_dict(state["G"])
-    except RuntimeError as e:  # weights of another architecture (an older cvg-fast)
+        result = g.load_state_dict(state["G"], strict=False)
+        problems = ([f"missing {k}" for k in result.missing_keys]
+                    + [f"unexpected {k}" for k in result.unexpected_keys])
+    except RuntimeError as e:  # shapes that differ: the first "size mismatch" line says which
+        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+        problems = lines or [str(e).splitlines()[0]]
+    if problems:  # weights of another architecture (an older cvg-fast, an edited config)
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
         raise CvgError(f"{checkpoint_path(run, level)}: its generator weights do not fit the "
-                       f"level-{level} generator its config describes "
-                       f"({str(e).splitlines()[0][:160]}); retrain this level") from None
+                       f"level-{level} generator its config describes ({'; '.join(problems[:2])[:200]}"
+                       f"{more}); retrain this level")
     g.to(device).eval().requires_grad_(False)
     return g, cfg, num_classes
 
