@@ -26,42 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvg_fast.config import CascadeConfig, get_preset
+from cvg_fast.data.synthetic import demo_data_spec, ensure_synthetic_set
 from cvg_fast.errors import CvgError
 
-__all__ = ["ABLATE_METRICS", "AblationResult", "Variant", "demo_data_spec",
-           "ensure_synthetic_set", "parse_windows", "plan_variants", "run_ablation"]
+__all__ = ["ABLATE_METRICS", "AblationResult", "Variant", "parse_windows", "plan_variants",
+           "run_ablation"]
 
 ABLATE_METRICS = ("fvdsynth_16f", "fvdsynth_64f", "accsynth", "issynth")
 DATA_SEEDS = {"train": 0, "heldout": 1}  # the synthetic sets' seeds, as in `cvg demo`
 OVERLAP = 0.5  # upscaler windows overlap as in the demo: seams do not decide the table
 FORMAT = "cvg_fast.ablate/1"
-
-
-# ------------------------------------------------------------------ data (shared with demo)
-def demo_data_spec(cfg: CascadeConfig, num_videos: int) -> dict:
-    """The demo's synthetic set for `cfg`: 4 classes, `num_videos` videos in all, each
-    4x the top level's length (so FVD at 4x the training length has real clips)."""
-    top = cfg.levels[-1]
-    return dict(num_classes=4, videos_per_class=num_videos // 4, frames=top.frames * 4,
-                size=top.size, fps=cfg.fps)
-
-
-def ensure_synthetic_set(path: Path, seed: int, spec: dict, what: str,
-                         needed_by: str = "this demo", progress: bool = True) -> None:
-    """Write the synthetic set `spec` at `path`, or reuse it if it has exactly this spec."""
-    from cvg_fast.data import write_synthetic_dataset
-    from cvg_fast.data.synthetic import read_synthetic_spec
-
-    if path.is_dir() and any(path.iterdir()):
-        have = read_synthetic_spec(path)
-        keys = ("num_classes", "videos_per_class", "frames", "size", "seed")
-        if any(have.get(k) != v for k, v in (spec | {"seed": seed}).items() if k in keys):
-            raise CvgError(f"{path} holds another synthetic set ({have.get('frames')} frames, "
-                           f"{have.get('videos_per_class')} videos per class, seed "
-                           f"{have.get('seed')}) than {needed_by} needs: delete it or use --out")
-        print(f"  reusing {what} in {path}")
-        return
-    write_synthetic_dataset(path, seed=seed, progress=progress, **spec)
 
 
 # ------------------------------------------------------------------------------ variants

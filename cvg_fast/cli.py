@@ -49,7 +49,7 @@ def cmd_demo(args) -> int:
 
     import numpy as np
 
-    from cvg_fast.ablate import demo_data_spec, ensure_synthetic_set
+    from cvg_fast.data.synthetic import demo_data_spec, ensure_synthetic_set
     from cvg_fast.config import get_preset
     from cvg_fast.data.video_io import read_clip
     from cvg_fast.metrics import parse_metric

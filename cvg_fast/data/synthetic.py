@@ -346,3 +346,27 @@ def read_synthetic_spec(root: str | os.PathLike) -> dict:
             "videos_per_class": len(videos), "frames": info.frames, "size": info.width,
             "fps": info.fps, "seed": 0, "codec": _ENCODER_OF.get(info.codec, info.codec),
             "inferred": True}
+
+
+# ------------------------------------------- the demo's and the ablation's data sets
+def demo_data_spec(cfg, num_videos: int) -> dict:
+    """The demo's synthetic set for a CascadeConfig `cfg`: 4 classes, `num_videos` videos in
+    all, each 4x the top level's length (so FVD at 4x the training length has real clips)."""
+    top = cfg.levels[-1]
+    return dict(num_classes=4, videos_per_class=num_videos // 4, frames=top.frames * 4,
+                size=top.size, fps=cfg.fps)
+
+
+def ensure_synthetic_set(path: Path, seed: int, spec: dict, what: str,
+                         needed_by: str = "this demo", progress: bool = True) -> None:
+    """Write the synthetic set `spec` at `path`, or reuse it if it has exactly this spec."""
+    if path.is_dir() and any(path.iterdir()):
+        have = read_synthetic_spec(path)
+        keys = ("num_classes", "videos_per_class", "frames", "size", "seed")
+        if any(have.get(k) != v for k, v in (spec | {"seed": seed}).items() if k in keys):
+            raise CvgError(f"{path} holds another synthetic set ({have.get('frames')} frames, "
+                           f"{have.get('videos_per_class')} videos per class, seed "
+                           f"{have.get('seed')}) than {needed_by} needs: delete it or use --out")
+        print(f"  reusing {what} in {path}")
+        return
+    write_synthetic_dataset(path, seed=seed, progress=progress, **spec)
