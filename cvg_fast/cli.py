@@ -5,6 +5,7 @@
     cvg generate RUN --frames F --out DIR
     cvg eval RUN --data DIR [--i3d PATH] [--metrics ...] [--num-videos N]
     cvg train --preset P --level L --data DIR --out RUN   (same as train/level.py)
+    cvg memory [--preset P] [--frames 12,24,...]   training-step memory vs length (Fig. 3)
     cvg data synth DIR               the built-in synthetic dataset (real .mp4 files)
     cvg backends                     which fused-op backends this install has
 """
@@ -186,6 +187,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_memory(args) -> int:
+    from cvg_fast.config import get_preset
+    from cvg_fast.metrics.memory import format_report, memory_study, parse_frames, write_study
+
+    t0 = time.time()
+    cfg = get_preset(args.preset)
+    frames = parse_frames(args.frames)
+    study = memory_study(cfg, frames, batch_size=args.batch_size, budget_gb=args.budget_gb)
+    print(format_report(study))
+    png, js = write_study(study, args.out)
+    print(f"plot: {png}")
+    print(f"numbers: {js}")
+    print(f"done in {time.time() - t0:.1f}s")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from cvg_fast.data import write_synthetic_dataset
 
@@ -292,6 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one level (same options as train/level.py)",
                        add_help=False)
     t.set_defaults(fn=None)
+
+    m = sub.add_parser(
+        "memory", help="memory of a training step vs output length: cascade vs one model",
+        description="Saved activations (counted exactly, on fake tensors), parameters, grads "
+                    "and Adam state of one training step of each cascade level and of a "
+                    "non-cascaded model at the top size, per output length (paper, Fig. 3).")
+    m.add_argument("--preset", default="kinetics600", help="preset (default: kinetics600)")
+    m.add_argument("--frames", default="12,24,48,96,192",
+                   help="comma-separated output lengths at the top level (default: "
+                        "12,24,48,96,192)")
+    m.add_argument("--batch-size", type=int, default=1, help="videos per step (default: 1)")
+    m.add_argument("--budget-gb", type=float, default=16.0,
+                   help="memory budget for 'frames that fit' and the plot (default: 16)")
+    m.add_argument("--out", default="cvg_memory", help="folder for memory_<preset>.png/.json "
+                                                       "(default: ./cvg_memory)")
+    m.set_defaults(fn=cmd_memory)
 
     data = sub.add_parser("data", help="datasets")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
