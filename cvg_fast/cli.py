@@ -8,6 +8,7 @@
     cvg memory [--preset P] [--frames 12,24,...]   training-step memory vs length (Fig. 3)
     cvg data synth DIR               the built-in synthetic dataset (real .mp4 files)
     cvg backends                     which fused-op backends this install has
+    cvg bench train [--preset P] [--level L|all] [--configs ...]   training-step speed
 """
 
 from __future__ import annotations
@@ -203,6 +204,18 @@ def cmd_memory(args) -> int:
     return 0
 
 
+def cmd_bench_train(args) -> int:
+    from cvg_fast.bench_train import bench_train
+
+    t0 = time.time()
+    result = bench_train(preset=args.preset, level=args.level, batch_size=args.batch_size,
+                         steps=args.steps, warmup=args.warmup, configs=args.configs,
+                         out=args.out, device=args.device)
+    print(result.report())
+    print(f"done in {time.time() - t0:.1f}s")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from cvg_fast.data import write_synthetic_dataset
 
@@ -340,6 +353,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("backends", help="list the fused-op backends found")
     b.set_defaults(fn=cmd_backends)
+
+    from cvg_fast.bench_train import CONFIGS
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="bench_cmd", required=True)
+    bt = bsub.add_parser(
+        "train", help="speed of a whole training step: fp32/bf16, reference/fused, compile",
+        description="Time LevelTrainer.train_step on one fixed random batch under each "
+                    "configuration, side by side (lower levels are made on the fly, 1 step "
+                    "each); prints a table per level and writes a JSON file under --out.")
+    bt.add_argument("--preset", default="tiny", help="preset (default: tiny)")
+    bt.add_argument("--level", default="all", help="a level number or 'all' (default: all)")
+    bt.add_argument("--batch-size", type=int, default=None,
+                    help="videos per step (default: the preset's training batch size)")
+    bt.add_argument("--steps", type=int, default=10, help="timed steps (default: 10)")
+    bt.add_argument("--warmup", type=int, default=2,
+                    help="untimed steps first, compile included (default: 2)")
+    bt.add_argument("--configs", nargs="+", default=None,
+                    help=f"subset of {', '.join(CONFIGS)} (space- or comma-separated), or "
+                         f"'all' (default: all but bf16-compile, whose CPU compile takes minutes)")
+    bt.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
+    bt.add_argument("--out", default="bench/results",
+                    help="folder for train_<preset>_<device>_<time>.json (default: bench/results)")
+    bt.set_defaults(fn=cmd_bench_train)
     return p
 
 

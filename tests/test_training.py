@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from cvg_fast.data.random_clips import RandomClips as _RandomClips
 from cvg_fast.errors import CvgError
 from cvg_fast.models.checkpoint import checkpoint_path, load_checkpoint
 from cvg_fast.training import LevelTrainer, train_level
@@ -13,20 +14,9 @@ from cvg_fast.training.distributed import DistInfo
 from cvg_fast.training.losses import d_loss, g_loss
 
 
-class RandomClips:
+def RandomClips(frames, size, num_classes=2, n=8):
     """In-memory stand-in for VideoFolder: (index, seed) -> a seeded random top-level clip."""
-
-    def __init__(self, frames, size, num_classes=2, n=8):
-        self.frames, self.size, self.num_classes, self.n = frames, size, num_classes, n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, key):
-        idx, seed = key
-        g = torch.Generator().manual_seed(seed % (1 << 62))
-        video = torch.rand(self.frames, 3, self.size, self.size, generator=g) * 2 - 1
-        return {"video": video, "label": torch.tensor(idx % max(self.num_classes, 1))}
+    return _RandomClips(frames, size, num_classes, n)
 
 
 def _ds(cfg):
