@@ -36,10 +36,10 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from cvg_fast.config import CascadeConfig, LevelConfig
 from cvg_fast.errors import CvgError
+from cvg_fast.training.losses import d_loss, g_loss
 
 MB = 2 ** 20  # MB and GB below are binary: 2^20 and 2^30 bytes
 GB = 2 ** 30
@@ -133,19 +133,6 @@ def _num_classes(cfg: CascadeConfig) -> int:
     return max(cfg.num_classes, 0)  # -1 (from the data) counts as unconditional here
 
 
-def _d_loss(scores: dict, n: int, kind: str) -> torch.Tensor:
-    """`training.losses.d_loss` without its float() logging (fake tensors hold no values)."""
-    f = (lambda r, g: F.relu(1 - r).mean() + F.relu(1 + g).mean()) if kind == "hinge" else (
-        lambda r, g: F.softplus(-r).mean() + F.softplus(g).mean())
-    return sum(f(v[:n].float(), v[n:].float()) for v in scores.values())
-
-
-def _g_loss(scores: dict, kind: str) -> torch.Tensor:
-    """`training.losses.g_loss` without its float() logging."""
-    f = (lambda s: -s.float().mean()) if kind == "hinge" else (lambda s: F.softplus(-s.float()).mean())
-    return sum(f(v) for v in scores.values())
-
-
 def measure_step(cfg: CascadeConfig, level: int, batch_size: int = 1,
                  frozen_levels: int | None = None) -> StepMemory:
     """Memory of one training step of `level` (1-based) of `cfg`, on fake tensors.
@@ -193,13 +180,15 @@ def measure_step(cfg: CascadeConfig, level: int, batch_size: int = 1,
         with SavedTensorCounter(exclude) as cd:
             scores = D(torch.cat([real, x_fake]),
                        None if x_low is None else torch.cat([real_low, x_low]), yy)
-            loss_d = _d_loss(scores, n, cfg.train.loss)
+            loss_d = d_loss({k: v[:n].float() for k, v in scores.items()},
+                            {k: v[n:].float() for k, v in scores.items()}, cfg.train.loss,
+                            log=False)[0]
         del scores, loss_d, x_fake
 
         # G update: G forward, then D (frozen weights) on the fake
         D.requires_grad_(False)
         with SavedTensorCounter(exclude) as cg:
-            loss_g = _g_loss(D(fake(), x_low, y), cfg.train.loss)
+            loss_g = g_loss(D(fake(), x_low, y), cfg.train.loss, log=False)[0]
         del loss_g
         trained = param_bytes(G, D)
         return StepMemory(level=level, frames=t, size=lv.size, activations_g=cg.bytes,

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 
 
 def d_loss(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor],
-           kind: str = "hinge") -> tuple[torch.Tensor, dict[str, float]]:
+           kind: str = "hinge", log: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """(total, {"d_<head>": value}); log=False skips the per-head floats (no host sync;
+    fake tensors, as the memory study uses, hold no values)."""
     total, parts = 0.0, {}
     for name in real:
         if kind == "hinge":
@@ -23,11 +25,14 @@ def d_loss(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor],
         else:
             raise ValueError(f"unknown loss {kind!r}")
         total = total + loss
-        parts[f"d_{name}"] = float(loss.detach())
+        if log:
+            parts[f"d_{name}"] = float(loss.detach())
     return total, parts
 
 
-def g_loss(fake: dict[str, torch.Tensor], kind: str = "hinge") -> tuple[torch.Tensor, dict[str, float]]:
+def g_loss(fake: dict[str, torch.Tensor], kind: str = "hinge",
+           log: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """(total, {"g_<head>": value}); log=False as in d_loss."""
     total, parts = 0.0, {}
     for name, s in fake.items():
         if kind == "hinge":
@@ -37,5 +42,6 @@ def g_loss(fake: dict[str, torch.Tensor], kind: str = "hinge") -> tuple[torch.Te
         else:
             raise ValueError(f"unknown loss {kind!r}")
         total = total + loss
-        parts[f"g_{name}"] = float(loss.detach())
+        if log:
+            parts[f"g_{name}"] = float(loss.detach())
     return total, parts
