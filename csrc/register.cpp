@@ -6,6 +6,8 @@
 //   cvg_fast::gru_blend_fwd(Tensor h, Tensor z_pre, Tensor n_pre) -> Tensor
 //   cvg_fast::gru_blend_bwd(Tensor grad, Tensor h, Tensor z_pre, Tensor n_pre)
 //       -> (Tensor, Tensor, Tensor)
+//   cvg_fast::pyramid_down(Tensor x, int levels, float scale=1., float shift=0.,
+//       ScalarType out_dtype=float) -> Tensor[]      (see pyramid.h)
 //   cvg_fast::has_cuda() -> bool          true when the CUDA kernels were compiled in
 //
 // No pybind11: the module exposes nothing but the ops, so setup.py builds it
@@ -17,6 +19,7 @@
 #include <torch/library.h>
 
 #include "ops.h"
+#include "pyramid.h"
 
 namespace cvg_fast {
 namespace {
@@ -44,29 +47,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_blend_bwd_meta(
   return {at::empty_like(like), at::empty_like(like), at::empty_like(like)};
 }
 
+// Shapes and dtype only; the same argument checks as the kernels.
+std::vector<at::Tensor> pyramid_down_meta(const at::Tensor& x, int64_t levels, double /*scale*/,
+                                          double /*shift*/, at::ScalarType out_dtype) {
+  check_pyramid_args(x, levels, out_dtype);
+  return pyramid_empty_outputs(x, levels, out_dtype);
+}
+
 }  // namespace
 }  // namespace cvg_fast
 
 TORCH_LIBRARY(cvg_fast, m) {
   m.def("gru_blend_fwd(Tensor h, Tensor z_pre, Tensor n_pre) -> Tensor");
   m.def("gru_blend_bwd(Tensor grad, Tensor h, Tensor z_pre, Tensor n_pre) -> (Tensor, Tensor, Tensor)");
+  m.def("pyramid_down(Tensor x, int levels, float scale=1., float shift=0., "
+        "ScalarType out_dtype=float) -> Tensor[]");
   m.def("has_cuda() -> bool", &cvg_fast::has_cuda);
 }
 
 TORCH_LIBRARY_IMPL(cvg_fast, CPU, m) {
   m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_cpu);
   m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_cpu);
+  m.impl("pyramid_down", &cvg_fast::pyramid_down_cpu);
 }
 
 TORCH_LIBRARY_IMPL(cvg_fast, Meta, m) {
   m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_meta);
   m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_meta);
+  m.impl("pyramid_down", &cvg_fast::pyramid_down_meta);
 }
 
 #ifdef WITH_CUDA
 TORCH_LIBRARY_IMPL(cvg_fast, CUDA, m) {
   m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_cuda);
   m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_cuda);
+  m.impl("pyramid_down", &cvg_fast::pyramid_down_cuda);
 }
 #endif
 

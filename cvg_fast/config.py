@@ -55,7 +55,11 @@ class TrainConfig:
     sample_every: int = 500
     log_every: int = 10
     num_workers: int = 2
-    amp: str = "none"  # "none" | "bf16" (autocast on CUDA)
+    # "auto" (bf16 where the device computes it natively: AVX512-BF16/AMX CPUs, Ampere+
+    # GPUs; else fp32) | "none" (fp32) | "bf16" (autocast on the device); cvg_fast.nn.precision
+    amp: str = "auto"
+    # activations in (N, T, H, W, C) order (cvg_fast.nn.layout); None = the device's fastest
+    channels_last: bool | None = None
     bn_recalibration_batches: int = 8  # standing BN statistics written with each checkpoint
     # level 1: unroll up to this many extra frames and show D only the last T, so the
     # ConvGRU learns to keep moving past its horizon (0 = the paper's plain T-frame unroll)
@@ -128,8 +132,8 @@ class CascadeConfig:
                     raise CvgError(f"level {i}: spatial factor {sf} is not a power of two")
         if self.train.loss not in ("hinge", "ns"):
             raise CvgError(f"unknown loss {self.train.loss!r}: use 'hinge' or 'ns'")
-        if self.train.amp not in ("none", "bf16"):
-            raise CvgError(f"unknown amp mode {self.train.amp!r}: use 'none' or 'bf16'")
+        if self.train.amp not in ("auto", "none", "bf16"):
+            raise CvgError(f"unknown amp mode {self.train.amp!r}: use 'auto', 'none' or 'bf16'")
         if self.train.input_rollout < 0 or self.train.rollout_offset < 0:
             raise CvgError(f"input_rollout and rollout_offset must be >= 0 (got "
                            f"{self.train.input_rollout}, {self.train.rollout_offset})")

@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvg_fast.nn import DBlock, SNEmbedding, SNLinear, spectral_norm_step
-from cvg_fast.ops import downsample_to, spatial_down
+from cvg_fast.nn.layout import cat_channels, clip_channels_last, frames_channels_last
+from cvg_fast.ops import downsample_to, spatial_down_levels
 
 
 class _ResNetD(nn.Module):
@@ -53,6 +54,7 @@ class SpatialDiscriminator(nn.Module):
         super().__init__()
         self.k = k
         self.net = _ResNetD(img_ch, size, ch, dims=2, num_classes=num_classes)
+        self.channels_last = False  # judge frames in channels_last (cvg_fast.nn.layout)
 
     @staticmethod
     def sample_frames(n: int, t: int, k: int, generator: torch.Generator | None,
@@ -69,8 +71,11 @@ class SpatialDiscriminator(nn.Module):
         k = idx.shape[1]
         frames = torch.gather(x, 1, idx.view(n, k, 1, 1, 1).expand(n, k, *x.shape[2:]))
         yy = y.repeat_interleave(k) if y is not None else None
+        frames = frames.reshape(n * k, *x.shape[2:])
+        if self.channels_last:
+            frames = frames_channels_last(frames)
         with spectral_norm_step(self):
-            return self.net(frames.reshape(n * k, *x.shape[2:]), yy).view(n, k)
+            return self.net(frames, yy).view(n, k)
 
 
 class TemporalDiscriminator(nn.Module):
@@ -83,12 +88,15 @@ class TemporalDiscriminator(nn.Module):
             raise ValueError(f"temporal D downsampling must be a power of two, got {downsample}")
         self.downsample = downsample
         self.net = _ResNetD(in_ch, size // downsample, ch, dims=3, num_classes=num_classes)
+        self.channels_last = False  # judge clips in channels_last_3d (cvg_fast.nn.layout)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        for _ in range(self.downsample.bit_length() - 1):
-            x = spatial_down(x)
+        x = spatial_down_levels(x, self.downsample.bit_length() - 1)
+        clip = x.transpose(1, 2)
+        if self.channels_last:
+            clip = clip_channels_last(clip)
         with spectral_norm_step(self):
-            return self.net(x.transpose(1, 2), y)
+            return self.net(clip, y)
 
 
 class MatchingDiscriminator(nn.Module):
@@ -103,7 +111,9 @@ class MatchingDiscriminator(nn.Module):
     def pair(x_high: torch.Tensor, x_low: torch.Tensor) -> torch.Tensor:
         """(downsample(x_high) to x_low's shape, x_low) concatenated on channels."""
         down = downsample_to(x_high, x_low.shape[1], x_low.shape[-1])
-        return torch.cat([down, x_low], dim=2)
+        if down.is_contiguous() and x_low.is_contiguous():
+            return torch.cat([down, x_low], dim=2)
+        return cat_channels([down, x_low])
 
     def forward(self, x_high: torch.Tensor, x_low: torch.Tensor,
                 y: torch.Tensor | None = None) -> torch.Tensor:

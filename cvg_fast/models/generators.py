@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from cvg_fast.nn import (
     ConditionalBatchNorm, ConvGRU, GBlock, SNConv2d, SNConv3d, SNLinear, spectral_norm_step,
 )
-from cvg_fast.ops import spatial_down, upsample_time
+from cvg_fast.nn.layout import cat_channels, video_channels_last
+from cvg_fast.ops import spatial_down_levels, upsample_time
 
 
 def _resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -60,6 +61,7 @@ class Level1Generator(nn.Module):
         )
         self.out_bn = ConditionalBatchNorm(widths[-1], 0)
         self.out_conv = SNConv2d(widths[-1], out_ch, 3, padding=1)
+        self.channels_last = False  # activations in (N, T, H, W, C) order (cvg_fast.nn.layout)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, frames: int | None = None,
                 frame_noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,6 +83,8 @@ class Level1Generator(nn.Module):
             if self.z_t_dim:
                 rows = torch.cat([rows, frame_noise.to(z.dtype)], dim=2)
             h = self.fc(rows.reshape(n * t, -1)).view(n, t, -1, 4, 4)
+            if self.channels_last:  # the one conversion: every fold after it is a view
+                h = video_channels_last(h)
             yy = y.repeat_interleave(t) if y is not None else None  # b-major, matches (N*T)
             for k, gru in enumerate(self.grus):
                 h = gru(h)  # (N, T, C, s, s)
@@ -143,6 +147,7 @@ class UpscalerGenerator(nn.Module):
         # Fed at full strength from step 0, per-pixel, per-frame noise made flickering
         # coloured speckle (README, "Upscalers")
         self.noise_gain = nn.Parameter(torch.zeros(z_ch))
+        self.channels_last = False  # activations in (N, T, H, W, C) order (cvg_fast.nn.layout)
 
     @property
     def gain(self) -> torch.Tensor:
@@ -172,9 +177,7 @@ class UpscalerGenerator(nn.Module):
         """
         if self.s_factor == 1 or not self.DETAIL_ONLY:
             return delta
-        low = delta.float().unsqueeze(1)
-        for _ in range(self.s_factor.bit_length() - 1):
-            low = spatial_down(low)
+        low = spatial_down_levels(delta.float().unsqueeze(1), self.s_factor.bit_length() - 1)
         low = _resize_frames(low, self.out_size).squeeze(1)
         return delta.float() - low
 
@@ -186,13 +189,19 @@ class UpscalerGenerator(nn.Module):
         if self.num_classes > 0 and y is None:
             raise ValueError("class-conditional generator: pass labels y")
         xu = self.upsample_time(x)  # (N, T, 3, h, w)
+        if self.channels_last:  # 3 channels: a small copy, then every fold is a view
+            xu = video_channels_last(xu)
         t = xu.shape[1]
         if noise.shape[:2] != (n, t) or noise.shape[2] != self.z_ch:
             raise ValueError(f"noise must be (N, {t}, {self.z_ch}, h, w), got {tuple(noise.shape)}")
         yy = y.repeat_interleave(t) if y is not None else None
         with spectral_norm_step(self):
             noise = noise.to(xu.dtype) * self.noise_gain.view(1, 1, -1, 1, 1).to(xu.dtype)
-            h = self.stem(torch.cat([xu, noise], dim=2).transpose(1, 2))
+            if self.channels_last:  # (N, T, H, W, C) memory: clips and frames are views of it
+                stem_in = cat_channels([xu, noise.to(xu.dtype)])
+            else:
+                stem_in = torch.cat([xu, noise], dim=2)
+            h = self.stem(stem_in.transpose(1, 2))
             for k in range(len(self.units3d)):
                 h = self.units3d[k](h, y)  # (N, C, T, s, s)
                 f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])

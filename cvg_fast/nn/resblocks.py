@@ -33,8 +33,30 @@ def _downsample(x: torch.Tensor) -> torch.Tensor:
     """
     if x.dim() == 4:
         return F.avg_pool2d(x, 2)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return _downsample_clip_channels_last(x)
     kt = 2 if x.shape[2] >= 2 else 1
     return F.avg_pool3d(x, (kt, 2, 2), ceil_mode=True)
+
+
+def _downsample_clip_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """`_downsample` of a channels_last_3d clip, keeping that layout.
+
+    avg_pool3d returns a contiguous result for channels_last_3d input (torch 2.14, CPU),
+    which the next conv would copy back: pool H, W on the (N*T, C, H, W) channels_last
+    view, then average frame pairs (an odd last frame alone, as ceil mode does).
+    """
+    n, c, t, h, w = x.shape
+    frames = x.transpose(1, 2).reshape(n * t, c, h, w)  # a view: channels_last frames
+    p = F.avg_pool2d(frames, 2).view(n, t, c, h // 2, w // 2)
+    if t >= 2:
+        pairs = (p[:, 0:t - 1:2] + p[:, 1::2]) * 0.5
+        if t % 2:  # cat in (N, T, H, W, C) order: the result keeps the layout
+            last = p[:, -1:].permute(0, 1, 3, 4, 2)
+            p = torch.cat([pairs.permute(0, 1, 3, 4, 2), last], 1).permute(0, 1, 4, 2, 3)
+        else:
+            p = pairs
+    return p.transpose(1, 2)
 
 
 class GBlock(nn.Module):

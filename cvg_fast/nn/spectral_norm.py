@@ -45,6 +45,7 @@ class SpectralNormMixin:
         self.register_buffer("sn_u", u)
         self.register_buffer("sn_v", v)
         self._sn_cached: torch.Tensor | None = None
+        self._sn_eval: tuple[tuple, torch.Tensor] | None = None  # (key, W/sigma) in eval mode
         with torch.no_grad():
             for _ in range(power_iterations):
                 self._power_iteration(w)
@@ -73,7 +74,28 @@ class SpectralNormMixin:
 
     def normalized_weight(self) -> torch.Tensor:
         cached = self._sn_cached
-        return cached if cached is not None else self.compute_normalized_weight()
+        if cached is not None:
+            return cached
+        if self.training or (self.weight.requires_grad and torch.is_grad_enabled()):
+            return self.compute_normalized_weight()
+        return self._eval_weight()
+
+    def _eval_weight(self) -> torch.Tensor:
+        """Eval mode, no gradient: u, v are frozen, so W/sigma only changes with W, u or v.
+        Cached across forwards (sampling calls each layer once per window or chunk), keyed
+        by the tensors' identity and in-place version counters (optimizer steps and
+        load_state_dict bump them)."""
+        w, u, v = self.weight, self.sn_u, self.sn_v
+        try:
+            key = (w.data_ptr(), w._version, u.data_ptr(), u._version, v._version, w.dtype)
+        except RuntimeError:  # inference tensors keep no version counter: no caching
+            return self.compute_normalized_weight()
+        if self._sn_eval is not None and self._sn_eval[0] == key:
+            return self._sn_eval[1]
+        with torch.no_grad():
+            out = self.compute_normalized_weight()
+        self._sn_eval = (key, out)
+        return out
 
 
 class _SNConvNd(SpectralNormMixin):

@@ -31,13 +31,21 @@ import torch
 __all__ = ["BACKENDS", "available_backends", "describe_backends", "resolve_backend", "set_backend"]
 
 BACKENDS = ("reference", "cpp", "cuda", "triton")
-OP_BACKENDS = {"gru_blend": BACKENDS}  # the backends implementing each op
+OP_BACKENDS = {  # the backends implementing each op
+    "gru_blend": BACKENDS,
+    "gru_cell": BACKENDS,
+    "pyramid_down": BACKENDS,
+}
 
 logger = logging.getLogger("cvg_fast")
 
+# a kernel each op registers in cvg_fast._C: a build from older sources may lack it
+_EXTENSION_PROBE = {"gru_blend": "gru_blend_fwd", "gru_cell": "gru_reset_fwd",
+                    "pyramid_down": "pyramid_down"}
+
 _override: str | None = None
 _status: dict[str, str] | None = None  # backend -> "ok" or why not; filled on first use
-_triton_kernels: ModuleType | None = None
+_triton_modules: dict[str, ModuleType] = {}
 _warned: set[tuple[str, str]] = set()
 
 
@@ -75,9 +83,10 @@ def resolve_backend(op: str, device: torch.device | str, requested: str | None =
     choice = _requested(op, requested)
     if choice == "auto":
         order = ("cuda", "triton") if device.type == "cuda" else ("cpp",)
-        usable = (b for b in order if b in OP_BACKENDS[op] and _runs_on(b, device) == "ok")
+        usable = (b for b in order if b in OP_BACKENDS[op] and _op_runs_on(op, b, device) == "ok")
         return next(usable, "reference")
-    why = _runs_on(choice, device) if choice in OP_BACKENDS[op] else f"{op} has no {choice} kernel"
+    why = (_op_runs_on(op, choice, device) if choice in OP_BACKENDS[op]
+           else f"{op} has no {choice} kernel")
     if why == "ok":
         return choice
     if (choice, why) not in _warned:
@@ -87,14 +96,18 @@ def resolve_backend(op: str, device: torch.device | str, requested: str | None =
     return "reference"
 
 
-def triton_kernels() -> ModuleType:
-    """The cvg_fast.kernels.gru_blend module (imported on first use)."""
-    global _triton_kernels
-    if _triton_kernels is None:
-        from cvg_fast.kernels import gru_blend
+def triton_module(name: str) -> ModuleType:
+    """The Triton module cvg_fast.kernels.<name> (imported on first use)."""
+    if name not in _triton_modules:
+        import importlib
 
-        _triton_kernels = gru_blend
-    return _triton_kernels
+        _triton_modules[name] = importlib.import_module(f"cvg_fast.kernels.{name}")
+    return _triton_modules[name]
+
+
+def triton_kernels() -> ModuleType:
+    """The cvg_fast.kernels.gru_blend module: HAS_TRITON / INTERPRETED live there."""
+    return triton_module("gru_blend")
 
 
 def _check_name(name: str, source: str) -> str:
@@ -110,6 +123,29 @@ def _requested(op: str, explicit: str | None) -> str:
         return _override
     env = os.environ.get("CVG_BACKEND")
     return _check_name(env, "CVG_BACKEND") if env else "auto"
+
+
+def _op_runs_on(op: str, backend: str, device: torch.device) -> str:
+    """_runs_on, and for the extension's backends: does the loaded build have `op`?"""
+    why = _runs_on(backend, device)
+    if why == "ok" and backend in ("cpp", "cuda") and not _extension_has(op):
+        return (f"this cvg_fast._C build has no {op} kernel (built from older sources): "
+                f"pip install -e . --no-build-isolation")
+    return why
+
+
+@torch.compiler.assume_constant_result
+def _extension_has(op: str) -> bool:
+    if op not in _extension_ops:
+        try:
+            getattr(torch.ops.cvg_fast, _EXTENSION_PROBE[op])
+            _extension_ops[op] = True
+        except (AttributeError, RuntimeError):
+            _extension_ops[op] = False
+    return _extension_ops[op]
+
+
+_extension_ops: dict[str, bool] = {}
 
 
 def _runs_on(backend: str, device: torch.device) -> str:

@@ -3,9 +3,10 @@
 Videos are (N, T, C, H, W) everywhere. f_s halves H and W with an antialiased
 bilinear filter (interior taps [1, 3, 3, 1] / 8, borders renormalised); f_t
 keeps every k-th frame. x^{l-1} = f_t(f_s^m(x^l)) with 2^m the level's spatial
-factor and k its temporal factor. These are the reference implementations;
-fused kernels added later must equal them, borders included, and are chosen
-through `spatial_down`'s `backend` argument.
+factor and k its temporal factor. f_s^1..f_s^m run as one `pyramid_down` call: the
+reference is torch's antialiased F.interpolate per level; the fused kernels (cpp,
+cuda, triton) read the frames once and compute every level in fp32, equal to the
+reference borders included.
 
 `upsample_time` is f_t's right inverse, the time axis of every upscaler's base
 path: output frame k*i IS input frame i (so f_t keeps exactly the input), the
@@ -17,28 +18,101 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-_BACKENDS = ("reference",)
+from cvg_fast.ops.backends import resolve_backend, triton_module
+
+def pyramid_down_reference(x: torch.Tensor, levels: int, scale: float = 1.0,
+                           shift: float = 0.0, out_dtype: torch.dtype = torch.float32
+                           ) -> list[torch.Tensor]:
+    """f_s applied 1..levels times to frames (B, C, H, W), in fp32 (fp64 for double): the
+    definition the fused kernels meet. y_0 = x * scale + shift (uint8 frames -> [-1, 1]
+    with scale 2/255, shift -1); returns [y_1, ..., y_levels] cast to out_dtype."""
+    wide = torch.float64 if (x.dtype == torch.float64 and out_dtype == torch.float64) \
+        else torch.float32
+    y = x.to(wide)
+    if scale != 1.0 or shift != 0.0:
+        y = y * scale + shift
+    out = []
+    with torch.autocast(x.device.type, enabled=False):
+        for _ in range(levels):
+            y = F.interpolate(y, scale_factor=0.5, mode="bilinear", antialias=True,
+                              align_corners=False)
+            out.append(y.to(out_dtype))
+    return out
+
+
+class _FusedPyramid(torch.autograd.Function):
+    """Forward: every level in one fused pass (x read once). Backward: the filter's adjoint,
+    torch's own antialiased-bilinear backward per level (the fused kernels are forward-only)."""
+
+    @staticmethod
+    def forward(ctx, x, levels, backend):
+        kern = triton_module("pyramid") if backend == "triton" else torch.ops.cvg_fast
+        out = kern.pyramid_down(x, levels, 1.0, 0.0, x.dtype)
+        ctx.sizes = [tuple(x.shape)] + [tuple(o.shape) for o in out[:-1]]
+        ctx.dtype = x.dtype
+        return tuple(out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        acc = None  # d loss / d level k's fp32 values, walked from the coarsest level down
+        for k in range(len(grads) - 1, -1, -1):
+            g = grads[k]
+            if g is not None:
+                acc = g.float() if acc is None else acc + g.float()
+            if acc is not None:
+                acc = torch.ops.aten._upsample_bilinear2d_aa_backward(
+                    acc.contiguous(), list(acc.shape[2:]), list(ctx.sizes[k]), False, 0.5, 0.5)
+        return (None if acc is None else acc.to(ctx.dtype)), None, None
+
+
+def pyramid_down(x: torch.Tensor, levels: int, backend: str | None = None) -> list[torch.Tensor]:
+    """Frames (B, C, H, W) -> [f_s(x), f_s^2(x), ..., f_s^levels(x)], each in x's dtype.
+
+    One dispatch point for the pyramid kernel (cvg_fast.ops.backends): fused backends read
+    x once and compute every level in fp32 (torch has no bf16 CPU kernel for the
+    antialiased filter); gradients flow through torch's antialiased-bilinear backward.
+    H and W must be divisible by 2**levels.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"pyramid_down expects frames (B, C, H, W), got shape {tuple(x.shape)}")
+    h, w = x.shape[2:]
+    if levels < 1 or h % (1 << levels) or w % (1 << levels):
+        raise ValueError(f"pyramid_down: {h}x{w} frames cannot be halved {levels} times "
+                         f"(H and W must be divisible by 2**levels, levels >= 1)")
+    if not x.is_floating_point():
+        raise ValueError(f"pyramid_down: floating-point frames needed here, got {x.dtype} "
+                         f"(uint8 frames: the kernels' scale/shift form, see the data path)")
+    impl = resolve_backend("pyramid_down", x.device, backend)
+    if impl == "reference":
+        return pyramid_down_reference(x, levels, out_dtype=x.dtype)
+    return list(_FusedPyramid.apply(x, levels, impl))
 
 
 def spatial_down(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     """f_s: (N, T, C, H, W) -> (N, T, C, H/2, W/2), antialiased bilinear."""
-    if backend not in (None, "auto", *_BACKENDS):
-        raise ValueError(f"spatial_down: unknown backend {backend!r} (have {_BACKENDS})")
+    return spatial_down_levels(x, 1, backend)
+
+
+def spatial_down_levels(x: torch.Tensor, levels: int, backend: str | None = None
+                        ) -> torch.Tensor:
+    """f_s applied `levels` times: (N, T, C, H, W) -> (N, T, C, H/2^levels, W/2^levels).
+
+    The frames' fold (N*T, C, H, W) is a view for contiguous and channels-last videos.
+    Math in fp32 inside (fp64 for double): the filter's renormalised border taps (3/7)
+    are not representable in bf16, and torch's CPU kernel has no bf16 version.
+    """
     if x.dim() != 5:
         raise ValueError(f"spatial_down expects (N, T, C, H, W), got shape {tuple(x.shape)}")
     n, t, c, h, w = x.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"spatial_down needs even H and W, got {h}x{w}")
-    # fp32 inside: antialiased interpolation has no bf16/fp16 CPU kernel, and the filter's
-    # renormalised border taps (3/7) are not representable in bf16 anyway
-    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    with torch.autocast(x.device.type, enabled=False):
-        y = F.interpolate(
-            wide.reshape(n * t, c, h, w), scale_factor=0.5, mode="bilinear",
-            antialias=True, align_corners=False,
-        )
-    return y.reshape(n, t, c, h // 2, w // 2).to(x.dtype)
+    if h % (1 << levels) or w % (1 << levels):
+        raise ValueError(f"spatial_down needs H and W divisible by {1 << levels}, got {h}x{w}")
+    if levels == 0:
+        return x
+    y = pyramid_down(x.reshape(n * t, c, h, w), levels, backend)[-1]
+    return y.reshape(n, t, c, h >> levels, w >> levels)
 
 
 def temporal_down(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -75,9 +149,7 @@ def downsample_to(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:
     if t % frames or h % size or (h // size) & (h // size - 1):
         raise ValueError(f"cannot downsample {t} frames x {h}px to {frames} x {size}px")
     x = temporal_down(x, t // frames)
-    while x.shape[3] > size:
-        x = spatial_down(x)
-    return x
+    return spatial_down_levels(x, (h // size).bit_length() - 1)
 
 
 def upsample_to(x: torch.Tensor, frames: int, size: int) -> torch.Tensor:

@@ -17,6 +17,17 @@ from cvg_fast.config import PRESETS, CascadeConfig, LevelConfig, TrainConfig, ge
 _CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "z_t_dim", "frame_stride", "fps")
 
 
+# fields whose flags are not "--name VALUE"
+_SPECIAL = {
+    "amp": dict(choices=["auto", "none", "bf16"],
+                help="precision: bf16 autocast or fp32 ('none'); default auto: bf16 where the "
+                     "device computes it natively (AVX512-BF16/AMX CPU, Ampere+ GPU)"),
+    "channels_last": dict(action=argparse.BooleanOptionalAction,
+                          help="activations in channels-last order (default: on, the fastest "
+                               "measured on CPU and GPU)"),
+}
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -28,6 +39,10 @@ def _add_fields(p: argparse.ArgumentParser, cls, names=None, skip=()) -> None:
         if f.type in (bool, "bool"):
             continue
         typ = {"int": int, "float": float, "str": str}.get(str(f.type), f.type)
+        if f.name in _SPECIAL:
+            p.add_argument(_flag(f.name), dest=f"{cls.__name__}.{f.name}", default=None,
+                           **_SPECIAL[f.name])
+            continue
         p.add_argument(_flag(f.name), dest=f"{cls.__name__}.{f.name}", type=typ, default=None,
                        metavar=f.name.upper(), help=f"override the preset's {f.name}")
 

@@ -37,6 +37,8 @@ from cvg_fast.models.checkpoint import (
 )
 from cvg_fast.models.noise import seed_key
 from cvg_fast.nn import spectral_norm_step, standing_statistics
+from cvg_fast.nn.layout import set_channels_last
+from cvg_fast.nn.precision import resolve_precision
 from cvg_fast.ops import pyramid
 from cvg_fast.training import distributed as D
 from cvg_fast.training.data import make_loader
@@ -152,6 +154,11 @@ class LevelTrainer:
         self.D = build_discriminator(cfg, level, self.num_classes).to(self.device)
         self.lower = load_frozen_levels(cfg, level, Path(prev_run or run_dir), self.num_classes,
                                         self.device)
+        # bf16 / channels-last: the device's fastest unless the config says (train.amp,
+        # train.channels_last); the frozen levels below run the same way
+        self.precision = resolve_precision(self.device, self.tc.amp, self.tc.channels_last)
+        for m in (self.G, self.D, *(self.lower.generators if self.lower is not None else [])):
+            set_channels_last(m, self.precision.channels_last)
         fused = self.device.type == "cuda"
         betas = (self.tc.beta1, self.tc.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.tc.lr_g, betas=betas,
@@ -271,9 +278,11 @@ class LevelTrainer:
         gen = self._gen("step")
         # bf16 autocast on CPU (AVX512-BF16, oneDNN) and CUDA alike; spectral norm's power
         # iteration and sigma, f_s and the upscaler's residual sum stay fp32 inside
-        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.amp == "bf16")
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                             enabled=self.precision.amp == "bf16")
         real_high, real_low = self.real_pair(video, gen)
-        fake_low = self.fake_input(y, n, gen)
+        with amp:  # the frozen levels below in the precision they are sampled with
+            fake_low = self.fake_input(y, n, gen)
         yy = torch.cat([y, y]) if y is not None else None
         self.G.train()
         self.D.train().requires_grad_(True)
@@ -479,4 +488,6 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
     trainer = LevelTrainer(cfg, level, dataset, out, Path(prev) if prev else None, dist,
                            resume=resume, overwrite=overwrite, progress=progress,
                            eval_fn=eval_fn, eval_every=eval_every)
+    if dist.is_main and progress:
+        print(f"cvg_fast: precision: {trainer.precision.describe()}", flush=True)
     return trainer.run()
