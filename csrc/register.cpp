@@ -6,6 +6,12 @@
 //   cvg_fast::gru_blend_fwd(Tensor h, Tensor z_pre, Tensor n_pre) -> Tensor
 //   cvg_fast::gru_blend_bwd(Tensor grad, Tensor h, Tensor z_pre, Tensor n_pre)
 //       -> (Tensor, Tensor, Tensor)
+//   cvg_fast::gru_reset_fwd(Tensor g_x, Tensor g_h, Tensor h) -> Tensor              (gru_cell.h)
+//   cvg_fast::gru_update_fwd(Tensor g_x, Tensor g_h, Tensor n_x, Tensor n_h, Tensor h) -> Tensor
+//   cvg_fast::gru_update_bwd(Tensor d_hnew, Tensor g_x, Tensor g_h, Tensor n_x, Tensor n_h,
+//       Tensor h, Tensor(a!) d_g) -> (Tensor, Tensor)       writes d_g[:, C:] in place
+//   cvg_fast::gru_reset_bwd(Tensor d_rh, Tensor g_x, Tensor g_h, Tensor h, Tensor(a!) d_g,
+//       Tensor(b!) d_h) -> ()                                writes d_g[:, :C], d_h += ...
 //   cvg_fast::pyramid_down(Tensor x, int levels, float scale=1., float shift=0.,
 //       ScalarType out_dtype=float) -> Tensor[]      (see pyramid.h)
 //   cvg_fast::has_cuda() -> bool          true when the CUDA kernels were compiled in
@@ -18,6 +24,7 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include "gru_cell.h"
 #include "ops.h"
 #include "pyramid.h"
 
@@ -54,6 +61,33 @@ std::vector<at::Tensor> pyramid_down_meta(const at::Tensor& x, int64_t levels, d
   return pyramid_empty_outputs(x, levels, out_dtype);
 }
 
+at::Tensor gru_reset_fwd_meta(const at::Tensor& g_x, const at::Tensor& g_h, const at::Tensor& h) {
+  check_gru_cell_operands("gru_reset_fwd", h, {{g_x, "g_x"}, {g_h, "g_h"}}, {});
+  return cell_empty_like(h);
+}
+
+at::Tensor gru_update_fwd_meta(const at::Tensor& g_x, const at::Tensor& g_h, const at::Tensor& n_x,
+                               const at::Tensor& n_h, const at::Tensor& h) {
+  check_gru_cell_operands("gru_update_fwd", h, {{g_x, "g_x"}, {g_h, "g_h"}},
+                          {{n_x, "n_x"}, {n_h, "n_h"}});
+  return cell_empty_like(h);
+}
+
+std::tuple<at::Tensor, at::Tensor> gru_update_bwd_meta(const at::Tensor& d_hnew, const at::Tensor& g_x,
+                                                       const at::Tensor& g_h, const at::Tensor& n_x,
+                                                       const at::Tensor& n_h, const at::Tensor& h,
+                                                       at::Tensor& d_g) {
+  check_gru_cell_operands("gru_update_bwd", h, {{g_x, "g_x"}, {g_h, "g_h"}, {d_g, "d_g"}},
+                          {{d_hnew, "d_hnew"}, {n_x, "n_x"}, {n_h, "n_h"}});
+  return {cell_empty_like(h), cell_empty_like(h)};
+}
+
+void gru_reset_bwd_meta(const at::Tensor& d_rh, const at::Tensor& g_x, const at::Tensor& g_h,
+                        const at::Tensor& h, at::Tensor& d_g, at::Tensor& d_h) {
+  check_gru_cell_operands("gru_reset_bwd", h, {{g_x, "g_x"}, {g_h, "g_h"}, {d_g, "d_g"}},
+                          {{d_rh, "d_rh"}, {d_h, "d_h"}});
+}
+
 }  // namespace
 }  // namespace cvg_fast
 
@@ -62,6 +96,12 @@ TORCH_LIBRARY(cvg_fast, m) {
   m.def("gru_blend_bwd(Tensor grad, Tensor h, Tensor z_pre, Tensor n_pre) -> (Tensor, Tensor, Tensor)");
   m.def("pyramid_down(Tensor x, int levels, float scale=1., float shift=0., "
         "ScalarType out_dtype=float) -> Tensor[]");
+  m.def("gru_reset_fwd(Tensor g_x, Tensor g_h, Tensor h) -> Tensor");
+  m.def("gru_update_fwd(Tensor g_x, Tensor g_h, Tensor n_x, Tensor n_h, Tensor h) -> Tensor");
+  m.def("gru_update_bwd(Tensor d_hnew, Tensor g_x, Tensor g_h, Tensor n_x, Tensor n_h, Tensor h, "
+        "Tensor(a!) d_g) -> (Tensor, Tensor)");
+  m.def("gru_reset_bwd(Tensor d_rh, Tensor g_x, Tensor g_h, Tensor h, Tensor(a!) d_g, "
+        "Tensor(b!) d_h) -> ()");
   m.def("has_cuda() -> bool", &cvg_fast::has_cuda);
 }
 
@@ -69,12 +109,20 @@ TORCH_LIBRARY_IMPL(cvg_fast, CPU, m) {
   m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_cpu);
   m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_cpu);
   m.impl("pyramid_down", &cvg_fast::pyramid_down_cpu);
+  m.impl("gru_reset_fwd", &cvg_fast::gru_reset_fwd_cpu);
+  m.impl("gru_update_fwd", &cvg_fast::gru_update_fwd_cpu);
+  m.impl("gru_update_bwd", &cvg_fast::gru_update_bwd_cpu);
+  m.impl("gru_reset_bwd", &cvg_fast::gru_reset_bwd_cpu);
 }
 
 TORCH_LIBRARY_IMPL(cvg_fast, Meta, m) {
   m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_meta);
   m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_meta);
   m.impl("pyramid_down", &cvg_fast::pyramid_down_meta);
+  m.impl("gru_reset_fwd", &cvg_fast::gru_reset_fwd_meta);
+  m.impl("gru_update_fwd", &cvg_fast::gru_update_fwd_meta);
+  m.impl("gru_update_bwd", &cvg_fast::gru_update_bwd_meta);
+  m.impl("gru_reset_bwd", &cvg_fast::gru_reset_bwd_meta);
 }
 
 #ifdef WITH_CUDA
@@ -82,6 +130,10 @@ TORCH_LIBRARY_IMPL(cvg_fast, CUDA, m) {
   m.impl("gru_blend_fwd", &cvg_fast::gru_blend_fwd_cuda);
   m.impl("gru_blend_bwd", &cvg_fast::gru_blend_bwd_cuda);
   m.impl("pyramid_down", &cvg_fast::pyramid_down_cuda);
+  m.impl("gru_reset_fwd", &cvg_fast::gru_reset_fwd_cuda);
+  m.impl("gru_update_fwd", &cvg_fast::gru_update_fwd_cuda);
+  m.impl("gru_update_bwd", &cvg_fast::gru_update_bwd_cuda);
+  m.impl("gru_reset_bwd", &cvg_fast::gru_reset_bwd_cuda);
 }
 #endif
 

@@ -158,7 +158,8 @@ def cmd_generate(args) -> int:
     paths, stats = generate(cascade, num_videos=args.num_videos, frames=args.frames,
                             classes=classes, seed=args.seed, out=args.out,
                             batch_size=args.batch_size, fps=args.fps, overlap=args.overlap,
-                            return_stats=True)
+                            return_stats=True, amp=args.amp, channels_last=args.channels_last)
+    print(f"precision: {stats.precision}")
     for level, err in stats.matching_error.items():
         print(f"matching error, level {level}: {err:.4f}")
     print(f"{stats.frames} frames at {stats.size}px in {stats.seconds:.1f}s "
@@ -288,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of each upscaler window shared with the next, cut in its middle (0-0.5)")
     g.add_argument("--fps", type=int, default=None)
     g.add_argument("--device", default=None)
+    g.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto",
+                   help="bf16 autocast or fp32 ('none'); default auto: bf16 where the device "
+                        "computes it natively (AVX512-BF16/AMX CPU, Ampere+ GPU)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="activations in channels-last order (default: on)")
     g.add_argument("--grid", action="store_true", help="also write grid.png of the first frames")
     g.set_defaults(fn=cmd_generate)
 

@@ -266,7 +266,7 @@ def test_unknown_names_raise(clean_dispatch, monkeypatch):
     with pytest.raises(ValueError, match="unknown backend"):
         backends.set_backend("cudnn")
     with pytest.raises(ValueError, match="unknown op"):
-        backends.resolve_backend("gru_cell", "cpu")
+        backends.resolve_backend("lstm_cell", "cpu")
     monkeypatch.setenv("CVG_BACKEND", "gpu")
     with pytest.raises(ValueError, match="CVG_BACKEND: unknown backend 'gpu'"):
         gru_blend(*_cpu_leaves())

@@ -6,15 +6,16 @@ Ballas et al. 2015 (the paper's ref. 7):
 
 The x-half of both convolutions does not depend on h, so it runs once for the
 whole sequence as one (N*T)-batched conv (bias included); only the h-half is in
-the time loop, one `cvg_fast.ops.gru_cell` per step (fused backends: two pointwise
-kernels each way around the two convs). Under `spectral_norm_step` W/sigma is
-computed once for all time steps.
+the time loop, `cvg_fast.ops.gru_sequence` (fused backends: two pointwise kernels
+each way around the two convs per step, and the recurrent weights' gradients as one
+batched conv over all steps). Under `spectral_norm_step` W/sigma is computed once
+for all time steps.
 
 Precision and layout: under autocast the recurrence runs in the autocast dtype (the
 x-convs come out in it; the state starts in it), with the h-weights cast once per
 sequence. A channels-last video in ((N, T, H, W, C) memory, see cvg_fast.nn.layout)
-gives a channels-last video out; the time slices are views, the output is written
-once (one stack), never per-step copies of the whole sequence.
+gives a channels-last video out; the time slices are views and the output is
+written once (one stack), in the video's order.
 """
 
 from __future__ import annotations
@@ -25,25 +26,7 @@ import torch.nn.functional as F
 
 from cvg_fast.nn.layout import is_video_channels_last
 from cvg_fast.nn.spectral_norm import SNConv2d
-from cvg_fast.ops import gru_cell
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    kind = x.device.type
-    if torch.is_autocast_enabled(kind):
-        return torch.get_autocast_dtype(kind)
-    return x.dtype
-
-
-def stack_time(frames: list[torch.Tensor], channels_last: bool) -> torch.Tensor:
-    """T tensors (N, C, H, W) -> (N, T, C, H, W); (N, T, H, W, C) memory when channels_last.
-
-    torch.stack of channels_last frames writes a strided result that the next conv would
-    copy again; stacking the (N, H, W, C) views writes the video's own order at once.
-    """
-    if not channels_last:
-        return torch.stack(frames, dim=1)
-    return torch.stack([f.permute(0, 2, 3, 1) for f in frames], dim=1).permute(0, 1, 4, 2, 3)
+from cvg_fast.ops import gru_sequence
 
 
 class ConvGRU(nn.Module):
@@ -64,19 +47,18 @@ class ConvGRU(nn.Module):
         xg = F.conv2d(flat, wg[:, :ci], self.gates.bias, padding=self.pad)
         xn = F.conv2d(flat, wn[:, :ci], self.cand.bias, padding=self.pad)
         dtype = xg.dtype  # the autocast dtype under autocast, else x's
-        xg = xg.view(n, t, -1, hh, ww).unbind(1)  # time slices (views); one stack in backward
-        xn = xn.view(n, t, -1, hh, ww).unbind(1)
+        xg = xg.view(n, t, -1, hh, ww)  # views: (N, T, 2C, H, W) and (N, T, C, H, W)
+        xn = xn.view(n, t, -1, hh, ww)
         wg_h, wn_h = wg[:, ci:], wn[:, ci:]
-        with torch.no_grad():  # the compute-dtype copies the convs run on, cast once
-            wg_c, wn_c = wg_h.to(dtype), wn_h.to(dtype)
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        with torch.no_grad():  # the copies the recurrent convs run on: dtype and format, once
+            wg_c = wg_h.to(dtype).contiguous(memory_format=fmt)
+            wn_c = wn_h.to(dtype).contiguous(memory_format=fmt)
         if h is None:
             h = x.new_zeros(n, self.hid_ch, hh, ww, dtype=dtype)
             if cl:
                 h = h.contiguous(memory_format=torch.channels_last)
         else:
             h = h.to(dtype)
-        out = []
-        for step in range(t):
-            h = gru_cell(xg[step], xn[step], h, wg_h, wn_h, self.pad, w_g_c=wg_c, w_n_c=wn_c)
-            out.append(h)
-        return stack_time(out, cl)
+        return gru_sequence(xg, xn, h, wg_h, wn_h, self.pad, w_g_c=wg_c, w_n_c=wn_c,
+                            channels_last=cl)

@@ -46,6 +46,9 @@ class SpectralNormMixin:
         self.register_buffer("sn_v", v)
         self._sn_cached: torch.Tensor | None = None
         self._sn_eval: tuple[tuple, torch.Tensor] | None = None  # (key, W/sigma) in eval mode
+        # W/sigma in the conv's dtype and memory format, made once per spectral_norm_step
+        # block: {(dtype, format, grad enabled): tensor}, cleared with _sn_cached
+        self._sn_casts: dict[tuple, torch.Tensor] = {}
         with torch.no_grad():
             for _ in range(power_iterations):
                 self._power_iteration(w)
@@ -71,6 +74,27 @@ class SpectralNormMixin:
             v = self.sn_v.float().clone(memory_format=torch.contiguous_format)
             sigma = torch.dot(u, torch.mv(w_mat, v))
             return (w / sigma).to(self.weight.dtype)
+
+    def compute_weight(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """W/sigma as the layer's conv wants it: in the autocast dtype under autocast, and in
+        x's channels-last format when x (the conv input) is channels-last. Inside a
+        spectral_norm_step block the converted copy is made once and reused: otherwise
+        autocast casts W at every call and oneDNN/cuDNN reorders it to the input's format
+        at every call (once per time step in the ConvGRU)."""
+        w = self.normalized_weight()
+        kind = w.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else w.dtype
+        fmt = _channels_last_format(x) if x is not None and x.dim() == w.dim() else None
+        if (dtype == w.dtype and fmt is None) or self._sn_cached is None:
+            return w
+        key = (dtype, fmt, torch.is_grad_enabled())  # a no-grad copy must not serve a grad pass
+        conv = self._sn_casts.get(key)
+        if conv is None:
+            conv = w.to(dtype)
+            if fmt is not None:
+                conv = conv.contiguous(memory_format=fmt)
+            self._sn_casts[key] = conv
+        return conv
 
     def normalized_weight(self) -> torch.Tensor:
         cached = self._sn_cached
@@ -100,7 +124,7 @@ class SpectralNormMixin:
 
 class _SNConvNd(SpectralNormMixin):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.normalized_weight(), self.bias)
+        return self._conv_forward(x, self.compute_weight(x), self.bias)
 
 
 class SNConv2d(_SNConvNd, nn.Conv2d):
@@ -120,6 +144,18 @@ class SNConv3d(_SNConvNd, nn.Conv3d):
                 b = None if self.bias is None else self.bias.float()
                 return self._conv_forward(x.float(), w, b)
         return super().forward(x)
+
+
+def _channels_last_format(x: torch.Tensor) -> torch.memory_format | None:
+    """channels_last / channels_last_3d if x (4D / 5D) is stored so (and not plainly
+    contiguous, which a tensor with C == 1 or H == W == 1 is as well), else None."""
+    if x.is_contiguous():
+        return None
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return None
 
 
 def _cpu_bf16_two_frames(x: torch.Tensor, kernel_t: int) -> bool:
@@ -167,3 +203,4 @@ def spectral_norm_step(model: nn.Module):
     finally:
         for m in mine:
             m._sn_cached = None
+            m._sn_casts.clear()

@@ -25,6 +25,8 @@ import torch
 from cvg_fast.errors import CvgError
 from cvg_fast.models import Cascade, frame_noise, video_noise
 from cvg_fast.models.checkpoint import load_cascade
+from cvg_fast.nn.layout import set_channels_last
+from cvg_fast.nn.precision import resolve_precision
 from cvg_fast.ops import downsample_to
 
 
@@ -37,6 +39,7 @@ class GenerationStats:
     seconds: float = 0.0
     # per upscaling level: mean |downsample(x̂^l) - x̂^{l-1}| on a [0, 1] scale
     matching_error: dict[int, float] = field(default_factory=dict)
+    precision: str = ""  # PrecisionSettings.describe() of the run
 
     @property
     def frames_per_second(self) -> float:
@@ -90,7 +93,7 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def _batch_chunks(cascade: Cascade, ids: list[int], labels: list[int] | None, frames: int,
                   seed: int, device: torch.device, overlap: float,
-                  on_window=None) -> Iterator[np.ndarray]:
+                  on_window=None, bf16: bool = False) -> Iterator[np.ndarray]:
     """uint8 chunks (B, t, H, W, 3) of videos `ids`, in order, `frames` frames in all."""
     frames1 = math.ceil(frames / cascade.total_t_factor())
     z = video_noise(seed, ids, cascade.level_cfg(1).z_dim).to(device)
@@ -100,7 +103,8 @@ def _batch_chunks(cascade: Cascade, ids: list[int], labels: list[int] | None, fr
         return frame_noise(seed, ids, level, t_a, t_b, shape)
 
     done = 0
-    with torch.inference_mode():
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    with torch.inference_mode(), amp:
         for chunk in cascade.stream(z, y, frames1, noise, on_window=on_window, overlap=overlap):
             chunk = chunk[:, : frames - done]
             if chunk.shape[1] == 0:
@@ -109,8 +113,10 @@ def _batch_chunks(cascade: Cascade, ids: list[int], labels: list[int] | None, fr
             yield _to_uint8(chunk)
 
 
-def _prepare(cascade, frames, num_videos, batch_size, overlap, levels, device):
-    """Checked arguments: (cascade cut to `levels`, frames, device)."""
+def _prepare(cascade, frames, num_videos, batch_size, overlap, levels, device, amp="auto",
+             channels_last=None):
+    """Checked arguments: (cascade cut to `levels`, frames, device, precision settings);
+    the cascade is moved to the device, in eval mode, in the settings' layout."""
     if not isinstance(cascade, Cascade):
         cascade = load_cascade(cascade, device=device)
     if levels is not None:
@@ -129,26 +135,30 @@ def _prepare(cascade, frames, num_videos, batch_size, overlap, levels, device):
         raise CvgError(f"overlap must be a fraction between 0 and 0.5, got {overlap}")
     device = torch.device(device) if device is not None else next(cascade.parameters()).device
     cascade.to(device).eval()
-    return cascade, int(frames), device
+    precision = resolve_precision(device, amp, channels_last)
+    set_channels_last(cascade, precision.channels_last)
+    return cascade, int(frames), device, precision
 
 
 def iter_videos(cascade: Cascade | str | os.PathLike, num_videos: int, frames: int | None = None,
                 classes=None, seed: int = 0, device: str | torch.device | None = None,
                 batch_size: int = 8, levels: int | None = None, overlap: float = 0.0,
-                first: int = 0) -> Iterator[tuple[np.ndarray, list[int] | None]]:
+                first: int = 0, amp: str = "auto", channels_last: bool | None = None
+                ) -> Iterator[tuple[np.ndarray, list[int] | None]]:
     """Videos `first`..`first + num_videos - 1` as batches: (uint8 (B, F, H, W, 3), labels).
 
     The same videos `generate` makes for the same seed (video i's noise depends only on
     (seed, i)); only one batch is resident, which is what the metrics stream over.
     labels: the class of each video of the batch (None for an unconditional cascade).
+    amp, channels_last: as for `generate`.
     """
-    cascade, frames, device = _prepare(cascade, frames, num_videos, batch_size, overlap, levels,
-                                       device)
+    cascade, frames, device, precision = _prepare(cascade, frames, num_videos, batch_size,
+                                                  overlap, levels, device, amp, channels_last)
     labels = _resolve_classes(cascade, first + num_videos, classes, first)
     for b0 in range(first, first + num_videos, batch_size):
         ids = list(range(b0, min(b0 + batch_size, first + num_videos)))
         arr = np.concatenate(list(_batch_chunks(cascade, ids, labels, frames, seed, device,
-                                                overlap)), axis=1)
+                                                overlap, bf16=precision.amp == "bf16")), axis=1)
         yield arr, ([labels[i] for i in ids] if labels else None)
 
 
@@ -156,7 +166,7 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
              classes=None, seed: int = 0, device: str | torch.device | None = None,
              out: str | os.PathLike | None = None, batch_size: int = 8, fps: int | None = None,
              levels: int | None = None, overlap: float = 0.0, progress: bool = True,
-             return_stats: bool = False):
+             return_stats: bool = False, amp: str = "auto", channels_last: bool | None = None):
     """Sample `num_videos` videos of `frames` frames from a trained cascade.
 
     cascade: a Cascade or a run folder. frames: output length at the top level
@@ -168,15 +178,18 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
     up to 2x upscaler work (0 = the paper's back-to-back windows).
     Returns uint8 (N, F, H, W, 3), or the list of .mp4 paths when `out` is
     given; with return_stats=True, also a GenerationStats (timings and the
-    per-level matching error).
+    per-level matching error). amp: "auto" (bf16 where the device computes it natively),
+    "none" (fp32) or "bf16"; channels_last: None (the device's fastest), True or False
+    (cvg_fast.nn.precision).
     """
-    cascade, frames, device = _prepare(cascade, frames, num_videos, batch_size, overlap, levels,
-                                       device)
+    cascade, frames, device, precision = _prepare(cascade, frames, num_videos, batch_size,
+                                                  overlap, levels, device, amp, channels_last)
     labels = _resolve_classes(cascade, num_videos, classes)
     cfg, top = cascade.cfg, cascade.num_levels
     size = cfg.levels[top - 1].size
     fps = fps or cfg.fps
-    stats = GenerationStats(frames=frames * num_videos, size=size)
+    stats = GenerationStats(frames=frames * num_videos, size=size,
+                            precision=precision.describe())
     matching = _MatchingError()
     paths: list[Path] = []
     result = None if out is not None else np.empty((num_videos, frames, size, size, 3), np.uint8)
@@ -204,7 +217,7 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
             try:
                 done = 0
                 for arr in _batch_chunks(cascade, ids, labels, frames, seed, device, overlap,
-                                         matching):
+                                         matching, bf16=precision.amp == "bf16"):
                     if out is None:
                         result[ids[0]: ids[-1] + 1, done: done + arr.shape[1]] = arr
                     else:

@@ -159,7 +159,7 @@ class LevelTrainer:
         self.precision = resolve_precision(self.device, self.tc.amp, self.tc.channels_last)
         for m in (self.G, self.D, *(self.lower.generators if self.lower is not None else [])):
             set_channels_last(m, self.precision.channels_last)
-        fused = self.device.type == "cuda"
+        fused = True  # one fused Adam kernel per parameter group: CUDA and CPU (torch >= 2.4)
         betas = (self.tc.beta1, self.tc.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.tc.lr_g, betas=betas,
                                       fused=fused)
