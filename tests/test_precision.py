@@ -1,0 +1,96 @@
+"""Precision and layout settings: the device's fastest by default, the user's word otherwise;
+the flags of train/level.py and `cvg generate`; spectral norm's weight copies."""
+
+import pytest
+import torch
+
+from cvg_fast.errors import CvgError
+from cvg_fast.nn import SNConv2d, spectral_norm_step
+from cvg_fast.nn import precision as P
+from cvg_fast.training.launch import build_parser, config_from_args
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch):
+    def set_flags(*flags):
+        monkeypatch.setattr(P, "cpu_flags", lambda: frozenset(flags))
+    return set_flags
+
+
+def test_auto_picks_bf16_only_where_the_cpu_has_it(cpu_flags):
+    cpu_flags("avx2", "avx512f", "avx512_bf16")
+    s = P.resolve_precision("cpu")
+    assert (s.amp, s.channels_last) == ("bf16", True)
+    assert "AVX512_BF16" in s.describe() and "auto-picked" in s.describe()
+    cpu_flags("avx2", "avx512f")
+    s = P.resolve_precision("cpu")
+    assert (s.amp, s.channels_last) == ("none", True)
+    assert "emulated" in s.describe()
+
+
+def test_explicit_settings_are_kept(cpu_flags):
+    cpu_flags("avx2")
+    s = P.resolve_precision("cpu", "bf16", False)
+    assert (s.amp, s.channels_last) == ("bf16", False) and "as asked" in s.describe()
+    assert P.resolve_precision("cpu", "none", True).amp == "none"
+    with pytest.raises(CvgError, match="unknown amp mode 'fp16'"):
+        P.resolve_precision("cpu", "fp16")
+
+
+def test_training_flags_reach_the_config():
+    p = build_parser()
+    base = ["--level", "1", "--data", "d", "--out", "o"]
+    cfg = config_from_args(p.parse_args(base))
+    assert cfg.train.amp == "auto" and cfg.train.channels_last is None
+    cfg = config_from_args(p.parse_args(base + ["--amp", "none", "--no-channels-last"]))
+    assert cfg.train.amp == "none" and cfg.train.channels_last is False
+    cfg = config_from_args(p.parse_args(base + ["--amp", "bf16", "--channels-last"]))
+    assert cfg.train.amp == "bf16" and cfg.train.channels_last is True
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--amp", "fp16"])
+
+
+def test_generate_flags_parse():
+    from cvg_fast.cli import build_parser as cli_parser
+
+    args = cli_parser().parse_args(["generate", "run", "--out", "o", "--amp", "none",
+                                    "--no-channels-last"])
+    assert args.amp == "none" and args.channels_last is False
+    args = cli_parser().parse_args(["generate", "run", "--out", "o"])
+    assert args.amp == "auto" and args.channels_last is None
+
+
+def test_sn_weight_cast_and_reordered_once_per_step():
+    """Under autocast inside a spectral_norm_step block a conv gets W/sigma in bf16 and in its
+    input's channels-last format, the same tensor at every call; a no-grad call never hands
+    its (graph-less) copy to a grad call."""
+    torch.manual_seed(0)
+    conv = SNConv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    with spectral_norm_step(conv), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            w0 = conv.compute_weight(x)
+        w1, w2 = conv.compute_weight(x), conv.compute_weight(x)
+        assert w1 is w2 and w1 is not w0
+        assert w1.dtype == torch.bfloat16 and w1.is_contiguous(memory_format=torch.channels_last)
+        assert w1.grad_fn is not None and w0.grad_fn is None
+        conv(x).float().sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert conv._sn_casts == {}  # released with the block
+    # outside a block and without autocast: the plain fp32 W/sigma
+    assert conv.compute_weight(x).dtype == torch.float32
+
+
+def test_sn_eval_weight_cached_until_the_weight_changes():
+    torch.manual_seed(0)
+    conv = SNConv2d(3, 5, 3).eval()
+    with torch.no_grad():
+        a, b = conv.normalized_weight(), conv.normalized_weight()
+        assert a is b  # cached in eval mode without grad
+        conv.weight.mul_(2)  # in place (as an optimizer step or load_state_dict)
+        c = conv.normalized_weight()
+    assert c is not a
+    torch.testing.assert_close(c, conv.compute_normalized_weight())
+    conv.train()
+    with torch.no_grad():
+        assert conv.normalized_weight() is not conv.normalized_weight()  # training: recomputed
