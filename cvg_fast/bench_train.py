@@ -5,10 +5,18 @@ the whole step (D update on [real ; fake], then G update; for level L > 1 also t
 levels below making the input). This runs `LevelTrainer.train_step` on one fixed random
 batch under each configuration, in one process, so the rows share the machine state:
 
-    fp32-reference  amp none, every fused op on its reference backend (the baseline)
-    fp32-fused      amp none, the best backend `cvg_fast.ops.backends` finds ("auto")
-    bf16-fused      amp bf16 (autocast on the device), best backend
-    bf16-compile    amp bf16, G's and D's forward wrapped by torch.compile, best backend
+    fp32-reference      fp32, contiguous, every op on its reference backend (the baseline)
+    fp32-channels-last  + channels-last activations (cvg_fast.nn.layout)
+    bf16-channels-last  + bf16 autocast
+    bf16-fused          + the fused kernels (the best backend `cvg_fast.ops.backends` finds):
+                        the engine's default on a CPU with AVX512-BF16
+    fp32-fused          fp32, channels-last, fused kernels (the default without native bf16)
+    bf16-compile        bf16, channels-last, reference ops, G's and D's forward wrapped by
+                        torch.compile: what a user would reach for instead (opt-in: slow to
+                        compile on a CPU)
+
+Under the step table, a per-op table (cvg_fast.bench_ops): the fused kernels against the
+same math in eager torch and under torch.compile, with GB/s against a copy's bandwidth.
 
 Shapes: the batch is (B, T, 3, S, S) clips at the preset's top level (T frames of S x S);
 the trainer cuts each level's real pair from it, as in training. Level L > 1 needs trained
@@ -42,18 +50,21 @@ from cvg_fast.errors import CvgError
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One row: the precision, the fused-op backend asked for, and whether to compile."""
+    """One row: precision, layout, the fused-op backend asked for, and whether to compile."""
 
     amp: str  # "none" | "bf16"
     backend: str  # passed to backends.set_backend: "reference" | "auto"
     compile: bool = False
+    channels_last: bool = False
 
 
 CONFIGS: dict[str, BenchConfig] = {
     "fp32-reference": BenchConfig("none", "reference"),
-    "fp32-fused": BenchConfig("none", "auto"),
-    "bf16-fused": BenchConfig("bf16", "auto"),
-    "bf16-compile": BenchConfig("bf16", "auto", compile=True),
+    "fp32-channels-last": BenchConfig("none", "reference", channels_last=True),
+    "bf16-channels-last": BenchConfig("bf16", "reference", channels_last=True),
+    "bf16-fused": BenchConfig("bf16", "auto", channels_last=True),
+    "fp32-fused": BenchConfig("none", "auto", channels_last=True),
+    "bf16-compile": BenchConfig("bf16", "reference", compile=True, channels_last=True),
 }
 BASELINE = "fp32-reference"
 
@@ -64,8 +75,9 @@ class Row:
 
     name: str
     amp: str
+    channels_last: bool
     backend_requested: str
-    backend_active: str  # what backends.resolve_backend("gru_blend", device) said in the row
+    backend_active: str  # what backends.resolve_backend("gru_cell", device) said in the row
     compile: bool
     ms_per_step: float | None = None
     steps_per_s: float | None = None
@@ -89,6 +101,8 @@ class BenchResult:
     machine: dict
     levels: list[LevelResult]
     json_path: Path | None = None
+    ops: list = field(default_factory=list)  # bench_ops.OpRow
+    copy_gbps: float | None = None
 
     def report(self) -> str:
         """Header lines and one aligned table per level."""
@@ -124,18 +138,23 @@ class BenchResult:
                 if i == 0:
                     lines.append("  " + "  ".join("-" * w for w in widths))
             lines.extend(notes)
+        if self.ops:
+            from cvg_fast.bench_ops import report
+
+            lines.extend(report(self.ops, self.copy_gbps))
         if self.json_path is not None:
             lines.append(f"numbers: {self.json_path}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"settings": self.settings, "machine": self.machine,
-                "levels": [asdict(lr) for lr in self.levels]}
+                "levels": [asdict(lr) for lr in self.levels],
+                "ops": [asdict(r) for r in self.ops], "copy_gbps": self.copy_gbps}
 
 
 # torch.compile on this 2-core CPU took 112 s for tiny level 1 and over 4 minutes for
 # level 2 before the first timed step: opt in with `--configs ... bf16-compile` or `all`
-DEFAULT_CONFIGS = ("fp32-reference", "fp32-fused", "bf16-fused")
+DEFAULT_CONFIGS = ("fp32-reference", "fp32-channels-last", "bf16-channels-last", "bf16-fused")
 
 
 def parse_configs(names) -> list[str]:
@@ -253,12 +272,13 @@ def _run_row(name: str, bc: BenchConfig, cfg: CascadeConfig, level: int, dataset
     from cvg_fast.training.distributed import DistInfo
 
     backends.set_backend(bc.backend)
-    row = Row(name, bc.amp, bc.backend, backends.resolve_backend("gru_blend", device),
-              bc.compile)
+    row = Row(name, bc.amp, bc.channels_last, bc.backend,
+              backends.resolve_backend("gru_cell", device), bc.compile)
     trainer = None
     try:
         c = cfg.copy()
         c.train.amp = bc.amp
+        c.train.channels_last = bc.channels_last
         t0 = time.perf_counter()
         trainer = LevelTrainer(c, level, dataset, work, lower_run, DistInfo(device=device),
                                overwrite=True, progress=False)
@@ -300,12 +320,14 @@ def bench_train(preset: str = "tiny", level="all", batch_size: int | None = None
                 steps: int = 10, warmup: int = 2, configs=None,
                 out: str | os.PathLike | None = "bench/results", device: str | None = None,
                 cfg: CascadeConfig | None = None, num_classes: int | None = None,
-                log: Callable[[str], None] | None = print) -> BenchResult:
+                log: Callable[[str], None] | None = print, ops: bool = True) -> BenchResult:
     """Time a training step of each level in `level` under each named configuration.
 
     `cfg` (tests) replaces the preset's config; `batch_size` defaults to its
     train.batch_size; `num_classes` to the config's (4 when it says "from the data", -1).
     Writes `out`/train_<preset>_<device>_<YYYYmmdd-HHMMSS>.json (none when out is None).
+    ops: also the per-op table (cvg_fast.bench_ops), compiled variants only when a
+    compile row is asked for.
     """
     if cfg is None:
         cfg = get_preset(preset)
@@ -351,11 +373,20 @@ def bench_train(preset: str = "tiny", level="all", batch_size: int | None = None
                 lr.rows.append(row)
                 say(f"  {name}: skipped: {row.skipped}" if row.skipped else
                     f"  {name}: {row.ms_per_step:.1f} ms/step (setup {row.setup_s:.1f}s, "
-                    f"gru_blend on {row.backend_active})")
+                    f"gru_cell on {row.backend_active})")
             base = next((r for r in lr.rows if r.name == BASELINE and r.ms_per_step), None)
             for r in lr.rows:
                 if base is not None and r.ms_per_step:
                     r.speedup = 1.0 if r is base else base.ms_per_step / r.ms_per_step
+    if ops:
+        from cvg_fast.bench_ops import bench_ops
+        from cvg_fast.nn.precision import resolve_precision
+
+        say("per-op table (level-1 shapes) ...")
+        prec = resolve_precision(dev)
+        result.ops, result.copy_gbps = bench_ops(
+            bcfg, batch_size, dev, prec.amp, prec.channels_last,
+            compile=any(CONFIGS[n].compile for n in names), log=say)
     if out is not None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(out) / f"train_{cfg.name}_{dev.type}_{stamp}.json"

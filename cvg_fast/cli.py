@@ -211,7 +211,7 @@ def cmd_bench_train(args) -> int:
     t0 = time.time()
     result = bench_train(preset=args.preset, level=args.level, batch_size=args.batch_size,
                          steps=args.steps, warmup=args.warmup, configs=args.configs,
-                         out=args.out, device=args.device)
+                         out=args.out, device=args.device, ops=not args.no_ops)
     print(result.report())
     print(f"done in {time.time() - t0:.1f}s")
     return 0
@@ -360,12 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backends", help="list the fused-op backends found")
     b.set_defaults(fn=cmd_backends)
 
-    from cvg_fast.bench_train import CONFIGS
+    from cvg_fast.bench_train import CONFIGS, DEFAULT_CONFIGS
 
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="bench_cmd", required=True)
     bt = bsub.add_parser(
-        "train", help="speed of a whole training step: fp32/bf16, reference/fused, compile",
+        "train", help="speed of a whole training step: fp32/bf16, layouts, fused kernels, "
+                      "torch.compile; and a per-op table",
         description="Time LevelTrainer.train_step on one fixed random batch under each "
                     "configuration, side by side (lower levels are made on the fly, 1 step "
                     "each); prints a table per level and writes a JSON file under --out.")
@@ -378,7 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="untimed steps first, compile included (default: 2)")
     bt.add_argument("--configs", nargs="+", default=None,
                     help=f"subset of {', '.join(CONFIGS)} (space- or comma-separated), or "
-                         f"'all' (default: all but bf16-compile, whose CPU compile takes minutes)")
+                         f"'all' (default: {', '.join(DEFAULT_CONFIGS)}; bf16-compile's CPU "
+                         f"compile takes minutes)")
+    bt.add_argument("--no-ops", action="store_true",
+                    help="skip the per-op table (fused vs eager vs compile, GB/s)")
     bt.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
     bt.add_argument("--out", default="bench/results",
                     help="folder for train_<preset>_<device>_<time>.json (default: bench/results)")

@@ -8,13 +8,13 @@ from conftest import narrow_tiny
 from cvg_fast.bench_train import bench_train
 from cvg_fast.cli import main
 
-CONFIGS = ["fp32-reference", "fp32-fused", "bf16-fused"]  # bf16-compile: too slow for tests
+CONFIGS = ["fp32-reference", "fp32-channels-last", "fp32-fused", "bf16-fused"]  # no compile: slow
 
 
 def test_bench_level2_rows_and_json(tmp_path):
     cfg = narrow_tiny()
     res = bench_train(cfg=cfg, level=2, batch_size=2, steps=1, warmup=1, configs=CONFIGS,
-                      out=tmp_path, device="cpu", log=None)
+                      out=tmp_path, device="cpu", log=None, ops=True)
     assert [lr.level for lr in res.levels] == [2]  # level 1 was made on the fly, not timed
     rows = {r.name: r for r in res.levels[0].rows}
     assert list(rows) == CONFIGS
@@ -26,6 +26,7 @@ def test_bench_level2_rows_and_json(tmp_path):
     assert rows["fp32-reference"].speedup == 1.0
     assert rows["fp32-reference"].backend_active == "reference"
     assert rows["bf16-fused"].amp == "bf16" and rows["fp32-fused"].amp == "none"
+    assert not rows["fp32-reference"].channels_last and rows["fp32-channels-last"].channels_last
 
     data = json.loads(res.json_path.read_text())
     assert res.json_path.parent == tmp_path
@@ -44,7 +45,17 @@ def test_bench_level2_rows_and_json(tmp_path):
     assert saved["fp32-fused"]["backend_active"] == best
     assert saved["bf16-fused"]["backend_active"] == best
     assert saved["fp32-fused"]["ms_per_step"] == rows["fp32-fused"].ms_per_step
-    assert backends.resolve_backend("gru_blend", "cpu") == best  # override undone after
+    assert backends.resolve_backend("gru_cell", "cpu") == best  # override undone after
+
+    # the per-op table: every op timed eager, fused where a kernel exists, no compile asked
+    ops = {r["op"]: r for r in data["ops"]}
+    assert set(ops) == {"gru pointwise fwd+bwd", "gru sequence fwd+bwd", "pyramid views"}
+    for r in ops.values():
+        assert r["eager_ms"] > 0 and r["compile_ms"] is None
+        assert (r["fused_ms"] is not None) == (best != "reference")
+    assert data["copy_gbps"] > 0
+    text = res.report()
+    assert "per-op" in text and "pyramid views" in text and "GB/s" in text
 
 
 def _one_line(capsys, argv, *needles):
@@ -69,6 +80,7 @@ def test_bench_cli_errors(capsys, tmp_path):
 def test_default_configs_leave_out_the_slow_compile():
     from cvg_fast.bench_train import CONFIGS, parse_configs
 
-    assert parse_configs(None) == ["fp32-reference", "fp32-fused", "bf16-fused"]
+    assert parse_configs(None) == ["fp32-reference", "fp32-channels-last", "bf16-channels-last",
+                                   "bf16-fused"]
     assert parse_configs("all") == list(CONFIGS) and parse_configs(["all"]) == list(CONFIGS)
     assert parse_configs("bf16-fused,fp32-reference") == ["bf16-fused", "fp32-reference"]
