@@ -58,6 +58,7 @@ def cmd_demo(args) -> int:
     from cvg_fast.metrics.sources import bilinear_source, cascade_source, folder_source
     from cvg_fast.metrics.suite import MetricSuite, format_table
     from cvg_fast.metrics.synth_evaluator import load_synth_evaluator
+    from cvg_fast.nn.precision import resolve_precision
     from cvg_fast.ops.backends import describe_backends
     from cvg_fast.sampling import generate, load_cascade
     from cvg_fast.training import train_level
@@ -69,12 +70,15 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     data, heldout, run, videos = out / "data", out / "heldout", out / "run", out / "videos"
     cfg = get_preset("tiny")
+    cfg.train.amp, cfg.train.channels_last = args.amp, args.channels_last
+    prec = dict(amp=args.amp, channels_last=args.channels_last)  # sampling as trained
     top = cfg.levels[-1]
     long_frames = top.frames * 4  # 4x the training length
     # level 2 starts as the exact upsampled input (residual gain 0) and needs fewer steps
     steps = {1: args.steps or cfg.train.steps, 2: args.steps or max(cfg.train.steps * 2 // 5, 1)}
     print(f"cvg demo: everything goes to {out.resolve()}")
     print(f"backends: {describe_backends()}")
+    print(f"precision: {resolve_precision('cpu', args.amp, args.channels_last).describe()}")
     print("[1/6] synthetic data (real .mp4 files of moving shapes): training set and a held-out "
           "set for the metrics' floor")
     spec = demo_data_spec(cfg, args.num_eval_videos)
@@ -93,7 +97,7 @@ def cmd_demo(args) -> int:
           f"(4x the training length of {top.frames})")
     cascade = load_cascade(run, device="cpu")
     paths, stats = generate(cascade, num_videos=args.num_videos, frames=long_frames, out=videos,
-                            seed=args.seed, overlap=0.5, return_stats=True)
+                            seed=args.seed, overlap=0.5, return_stats=True, **prec)
     grid = videos / "grid.png"  # 16 columns spanning the whole video, past the horizon
     stride = _grid_from_files(paths, grid, long_frames, stats.size)
     # motion as the viewer sees it: measured on the decoded files
@@ -113,8 +117,9 @@ def cmd_demo(args) -> int:
     rows = {
         "real": suite.evaluate(folder_source(heldout, top.size, cfg.frame_stride, args.seed),
                                "real"),
-        "bilinear": suite.evaluate(bilinear_source(cascade, 1, seed=args.seed), "bilinear"),
-        "cascade": suite.evaluate(cascade_source(cascade, seed=args.seed, overlap=0.5),
+        "bilinear": suite.evaluate(bilinear_source(cascade, 1, seed=args.seed, **prec),
+                                   "bilinear"),
+        "cascade": suite.evaluate(cascade_source(cascade, seed=args.seed, overlap=0.5, **prec),
                                   "cascade"),
     }
     (out / "metrics.json").write_text(json.dumps(
@@ -234,6 +239,14 @@ def cmd_backends(args) -> int:
     return 0
 
 
+def _precision_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto",
+                   help="bf16 autocast or fp32 ('none'); default auto: bf16 where the device "
+                        "computes it natively (AVX512-BF16/AMX CPU, Ampere+ GPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="activations in channels-last order (default: on)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cvg", description="Cascaded Video Generation, fast.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -247,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clips per metric row; also the size of the training and held-out sets "
                         "(a multiple of 4, default 256)")
     d.add_argument("--seed", type=int, default=0)
+    _precision_flags(d)
     d.set_defaults(fn=cmd_demo)
 
     a = sub.add_parser(
@@ -289,11 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of each upscaler window shared with the next, cut in its middle (0-0.5)")
     g.add_argument("--fps", type=int, default=None)
     g.add_argument("--device", default=None)
-    g.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto",
-                   help="bf16 autocast or fp32 ('none'); default auto: bf16 where the device "
-                        "computes it natively (AVX512-BF16/AMX CPU, Ampere+ GPU)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="activations in channels-last order (default: on)")
+    _precision_flags(g)
     g.add_argument("--grid", action="store_true", help="also write grid.png of the first frames")
     g.set_defaults(fn=cmd_generate)
 

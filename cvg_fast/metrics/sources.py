@@ -33,18 +33,22 @@ __all__ = ["Batch", "VideoSource", "RealClips", "cascade_source", "bilinear_sour
 
 
 def cascade_source(cascade, seed: int = 0, batch_size: int = 16, overlap: float = 0.0,
-                   levels: int | None = None) -> VideoSource:
-    """The videos of a trained cascade (all levels, or up to `levels`)."""
+                   levels: int | None = None, amp: str = "auto",
+                   channels_last: bool | None = None) -> VideoSource:
+    """The videos of a trained cascade (all levels, or up to `levels`); amp and
+    channels_last as for `generate` (default: the device's fastest)."""
     from cvg_fast.sampling import iter_videos
 
     def source(count: int, frames: int) -> Iterator[Batch]:
         yield from iter_videos(cascade, count, frames, seed=seed, batch_size=batch_size,
-                               overlap=overlap, levels=levels)
+                               overlap=overlap, levels=levels, amp=amp,
+                               channels_last=channels_last)
 
     return source
 
 
-def bilinear_source(cascade, level: int, seed: int = 0, batch_size: int = 16) -> VideoSource:
+def bilinear_source(cascade, level: int, seed: int = 0, batch_size: int = 16,
+                    amp: str = "auto", channels_last: bool | None = None) -> VideoSource:
     """Level `level`'s videos brought to the frame rate and size of the config's top level.
 
     What the cascade would give if every upscaler above `level` had learned nothing.
@@ -61,7 +65,8 @@ def bilinear_source(cascade, level: int, seed: int = 0, batch_size: int = 16) ->
     def source(count: int, frames: int) -> Iterator[Batch]:
         low_frames = -(-frames // factor)
         for arr, labels in iter_videos(cascade, count, low_frames, seed=seed,
-                                       batch_size=batch_size, levels=level):
+                                       batch_size=batch_size, levels=level, amp=amp,
+                                       channels_last=channels_last):
             x = torch.from_numpy(arr).permute(0, 1, 4, 2, 3).float()
             up = upsample_to(x, low_frames * factor, size)[:, :frames]
             yield up.round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy(), labels
