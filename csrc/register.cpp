@@ -14,6 +14,9 @@
 //       Tensor(b!) d_h) -> ()                                writes d_g[:, :C], d_h += ...
 //   cvg_fast::pyramid_down(Tensor x, int levels, float scale=1., float shift=0.,
 //       ScalarType out_dtype=float) -> Tensor[]      (see pyramid.h)
+//   cvg_fast::sn_power_iteration(Tensor w, Tensor(a!) u, Tensor(b!) v, float eps, bool update)
+//       -> Tensor        one power iteration on u, v in place (update), sigma = u . W v
+//                        (0-dim float32)                  (see sn_power_iteration.h)
 //   cvg_fast::has_cuda() -> bool          true when the CUDA kernels were compiled in
 //
 // No pybind11: the module exposes nothing but the ops, so setup.py builds it
@@ -27,6 +30,7 @@
 #include "gru_cell.h"
 #include "ops.h"
 #include "pyramid.h"
+#include "sn_power_iteration.h"
 
 namespace cvg_fast {
 namespace {
@@ -88,6 +92,13 @@ void gru_reset_bwd_meta(const at::Tensor& d_rh, const at::Tensor& g_x, const at:
                           {{d_rh, "d_rh"}, {d_h, "d_h"}});
 }
 
+// Checks and the 0-dim sigma; u and v are left alone.
+at::Tensor sn_power_iteration_meta(const at::Tensor& w, at::Tensor& u, at::Tensor& v, double eps,
+                                   bool /*update*/) {
+  check_sn_power_iteration_args(w, u, v, eps);
+  return sn_sigma_empty(w);
+}
+
 }  // namespace
 }  // namespace cvg_fast
 
@@ -102,6 +113,7 @@ TORCH_LIBRARY(cvg_fast, m) {
         "Tensor(a!) d_g) -> (Tensor, Tensor)");
   m.def("gru_reset_bwd(Tensor d_rh, Tensor g_x, Tensor g_h, Tensor h, Tensor(a!) d_g, "
         "Tensor(b!) d_h) -> ()");
+  m.def("sn_power_iteration(Tensor w, Tensor(a!) u, Tensor(b!) v, float eps, bool update) -> Tensor");
   m.def("has_cuda() -> bool", &cvg_fast::has_cuda);
 }
 
@@ -113,6 +125,7 @@ TORCH_LIBRARY_IMPL(cvg_fast, CPU, m) {
   m.impl("gru_update_fwd", &cvg_fast::gru_update_fwd_cpu);
   m.impl("gru_update_bwd", &cvg_fast::gru_update_bwd_cpu);
   m.impl("gru_reset_bwd", &cvg_fast::gru_reset_bwd_cpu);
+  m.impl("sn_power_iteration", &cvg_fast::sn_power_iteration_cpu);
 }
 
 TORCH_LIBRARY_IMPL(cvg_fast, Meta, m) {
@@ -123,6 +136,7 @@ TORCH_LIBRARY_IMPL(cvg_fast, Meta, m) {
   m.impl("gru_update_fwd", &cvg_fast::gru_update_fwd_meta);
   m.impl("gru_update_bwd", &cvg_fast::gru_update_bwd_meta);
   m.impl("gru_reset_bwd", &cvg_fast::gru_reset_bwd_meta);
+  m.impl("sn_power_iteration", &cvg_fast::sn_power_iteration_meta);
 }
 
 #ifdef WITH_CUDA
@@ -134,6 +148,7 @@ TORCH_LIBRARY_IMPL(cvg_fast, CUDA, m) {
   m.impl("gru_update_fwd", &cvg_fast::gru_update_fwd_cuda);
   m.impl("gru_update_bwd", &cvg_fast::gru_update_bwd_cuda);
   m.impl("gru_reset_bwd", &cvg_fast::gru_reset_bwd_cuda);
+  m.impl("sn_power_iteration", &cvg_fast::sn_power_iteration_cuda);
 }
 #endif
 

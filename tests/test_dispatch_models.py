@@ -22,7 +22,9 @@ from conftest import narrow_tiny
 from cvg_fast.models import build_discriminator, build_generator
 from cvg_fast.nn import ConvGRU, spectral_norm_step
 from cvg_fast.nn.layout import set_channels_last, video_channels_last
-from cvg_fast.ops import backends, gru_sequence, pyramid_down, pyramid_down_reference
+from cvg_fast.ops import (
+    backends, gru_sequence, pyramid_down, pyramid_down_reference, sn_normalize,
+)
 from cvg_fast.ops.gru_cell import _FusedSequence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,6 +176,35 @@ def test_pyramid_dispatch_forward_and_gradient(backend, dtype):
     torch.testing.assert_close(outs["cpp"][2].float(), ref32[2], **tol)
 
 
+@needs_cpp
+@pytest.mark.parametrize("update", [True, False])
+def test_sn_normalize_fused_matches_reference(backend, update):
+    """W/sigma, the in-place u, v step and dW: fused kernel vs reference, conv and linear
+    weights; float64 weights stay on the reference (the kernels are fp32)."""
+    torch.manual_seed(0)
+    for shape in [(8, 4, 3, 3), (6, 5, 3, 3, 3), (7, 11)]:
+        w0 = torch.randn(*shape)
+        o, i = shape[0], w0[0].numel()
+        u0 = torch.nn.functional.normalize(torch.randn(o), dim=0)
+        v0 = torch.nn.functional.normalize(torch.randn(i), dim=0)
+        g = torch.randn(*shape)
+        res = {}
+        for name in ("reference", "cpp"):
+            w, u, v = w0.clone().requires_grad_(True), u0.clone(), v0.clone()
+            out = sn_normalize(w, u, v, update, backend=name)
+            (out * g).sum().backward()
+            res[name] = (out.detach(), w.grad, u, v)
+        for a, b in zip(res["cpp"], res["reference"]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+        assert torch.equal(res["cpp"][2], u0) == (not update)
+    w64 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    u, v = torch.ones(4, dtype=torch.float64) / 2, torch.ones(3, dtype=torch.float64) / 3 ** 0.5
+    assert torch.autograd.gradcheck(lambda w: sn_normalize(w, u.clone(), v.clone(), False,
+                                                           backend="cpp"), (w64,))
+    with pytest.raises(ValueError, match="u must be"):
+        sn_normalize(torch.zeros(4, 3), torch.zeros(3), torch.zeros(3), True)
+
+
 def test_pyramid_down_errors():
     with pytest.raises(ValueError, match="cannot be halved 3 times"):
         pyramid_down(torch.zeros(1, 1, 12, 8), 3)
@@ -190,6 +221,7 @@ from cvg_fast.nn.layout import video_channels_last
 from cvg_fast.ops import backends, pyramid_down
 assert backends.resolve_backend("gru_cell", "cpu") == "triton"
 assert backends.resolve_backend("pyramid_down", "cpu") == "triton"
+assert backends.resolve_backend("sn_power_iteration", "cpu") == "triton"
 torch.manual_seed(0)
 m = ConvGRU(4, 8)
 x0 = video_channels_last(torch.randn(2, 3, 4, 4, 4))

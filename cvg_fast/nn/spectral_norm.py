@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cvg_fast.ops import sn_normalize
+
 _EPS = 1e-12
 
 
@@ -62,18 +64,11 @@ class SpectralNormMixin:
 
         Always fp32, autocast or not: on CUDA `mv` is on autocast's bf16 list, and a
         bf16 sigma (8 bits of mantissa) would rescale every weight by up to 0.4%
-        differently from step to step. The conv that uses W/sigma casts it itself.
+        differently from step to step. The conv that uses W/sigma casts it itself
+        (`compute_weight`). The op (`cvg_fast.ops.sn_normalize`) runs the iteration and
+        sigma as one fused kernel where a backend has it.
         """
-        with torch.autocast(self.weight.device.type, enabled=False):
-            w = self.weight.float()
-            w_mat = w.flatten(1)
-            if self.training:
-                with torch.no_grad():
-                    self._power_iteration(w_mat.detach())
-            u = self.sn_u.float().clone(memory_format=torch.contiguous_format)
-            v = self.sn_v.float().clone(memory_format=torch.contiguous_format)
-            sigma = torch.dot(u, torch.mv(w_mat, v))
-            return (w / sigma).to(self.weight.dtype)
+        return sn_normalize(self.weight, self.sn_u, self.sn_v, update=self.training, eps=_EPS)
 
     def compute_weight(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """W/sigma as the layer's conv wants it: in the autocast dtype under autocast, and in

@@ -35,13 +35,14 @@ OP_BACKENDS = {  # the backends implementing each op
     "gru_blend": BACKENDS,
     "gru_cell": BACKENDS,
     "pyramid_down": BACKENDS,
+    "sn_power_iteration": BACKENDS,
 }
 
 logger = logging.getLogger("cvg_fast")
 
 # a kernel each op registers in cvg_fast._C: a build from older sources may lack it
 _EXTENSION_PROBE = {"gru_blend": "gru_blend_fwd", "gru_cell": "gru_reset_fwd",
-                    "pyramid_down": "pyramid_down"}
+                    "pyramid_down": "pyramid_down", "sn_power_iteration": "sn_power_iteration"}
 
 _override: str | None = None
 _status: dict[str, str] | None = None  # backend -> "ok" or why not; filled on first use
