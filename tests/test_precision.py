@@ -94,3 +94,23 @@ def test_sn_eval_weight_cached_until_the_weight_changes():
     conv.train()
     with torch.no_grad():
         assert conv.normalized_weight() is not conv.normalized_weight()  # training: recomputed
+
+
+def test_sn_eval_cache_sees_fused_optimizer_steps():
+    """torch's fused Adam updates W in place without bumping its version counter: the
+    eval-mode cache must still serve the new W after a training phase (it is dropped at
+    every train()/eval() switch). A stale cache once made the standing BN statistics of
+    every checkpoint be computed with the weights of before training."""
+    torch.manual_seed(0)
+    conv = SNConv2d(3, 5, 3).eval()
+    with torch.no_grad():
+        before = conv.normalized_weight()
+    conv.train()
+    opt = torch.optim.Adam(conv.parameters(), lr=0.1, fused=True)
+    conv(torch.randn(2, 3, 6, 6)).square().sum().backward()
+    opt.step()
+    conv.eval()
+    with torch.no_grad():
+        after = conv.normalized_weight()
+        torch.testing.assert_close(after, conv.compute_normalized_weight())
+    assert (after - before).abs().max() > 1e-3

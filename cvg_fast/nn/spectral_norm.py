@@ -99,11 +99,18 @@ class SpectralNormMixin:
             return self.compute_normalized_weight()
         return self._eval_weight()
 
+    def train(self, mode: bool = True):
+        """Switching modes drops the eval-mode W/sigma cache: fused optimizers (Adam with
+        fused=True) update W in place WITHOUT bumping its version counter, so a cache
+        kept across a training phase could serve the weights of before it."""
+        self._sn_eval = None
+        return super().train(mode)
+
     def _eval_weight(self) -> torch.Tensor:
         """Eval mode, no gradient: u, v are frozen, so W/sigma only changes with W, u or v.
         Cached across forwards (sampling calls each layer once per window or chunk), keyed
-        by the tensors' identity and in-place version counters (optimizer steps and
-        load_state_dict bump them)."""
+        by the tensors' identity and version counters (load_state_dict bumps them) and
+        dropped at every train()/eval() switch (see `train`)."""
         w, u, v = self.weight, self.sn_u, self.sn_v
         try:
             key = (w.data_ptr(), w._version, u.data_ptr(), u._version, v._version, w.dtype)

@@ -64,10 +64,12 @@ def _mergeable(t: torch.Tensor) -> torch.Tensor:
 
 
 def _conv_bwd(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor, padding: int,
-              need_input: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+              need_input: bool = True, need_weight: bool = True
+              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(d input, d weight) of a stride-1, bias-free conv2d; None where not asked for."""
     d_in, d_w, _ = torch.ops.aten.convolution_backward(
         grad, inp, weight, None, [1, 1], [padding, padding], [1, 1], False, [0, 0], 1,
-        [need_input, True, False])
+        [need_input, need_weight, False])
     return d_in, d_w
 
 
@@ -171,30 +173,19 @@ class _FusedSequence(torch.autograd.Function):
                 d_n, d_h = k.gru_update_bwd(_mergeable(d_h_t), gxs[t], ghs[t], nxs[t], nhs[t],
                                             h_prev, d_g)
                 rhs[t] = rh = k.gru_reset_fwd(gxs[t], ghs[t], h_prev)
-                d_rh = _conv_bwd_input(d_n, rh, w_n_c, pad)
+                d_rh = _conv_bwd(d_n, rh, w_n_c, pad, need_weight=False)[0]
                 k.gru_reset_bwd(_mergeable(d_rh), gxs[t], ghs[t], h_prev, d_g, d_h)
                 if t > 0 or ctx.needs_input_grad[2]:
-                    d_h = d_h + _conv_bwd_input(d_g, h_prev, w_g_c, pad)
+                    d_h = d_h + _conv_bwd(d_g, h_prev, w_g_c, pad, need_weight=False)[0]
                 d_gs[t], d_ns[t], carry = d_g, d_n, d_h
             d_g_all, d_n_all = _stack_time(d_gs, cl), _stack_time(d_ns, cl)
             h_prev_all = _stack_time([h0, *outs[:-1]], cl)
-            d_wg = _conv_bwd_weight(_fold(d_g_all), _fold(h_prev_all), w_g_c, pad)
-            d_wn = _conv_bwd_weight(_fold(d_n_all), _fold(_stack_time(rhs, cl)), w_n_c, pad)
+            d_wg = _conv_bwd(_fold(d_g_all), _fold(h_prev_all), w_g_c, pad, need_input=False)[1]
+            d_wn = _conv_bwd(_fold(d_n_all), _fold(_stack_time(rhs, cl)), w_n_c, pad,
+                             need_input=False)[1]
         d_h0 = carry if ctx.needs_input_grad[2] else None
         return (d_g_all, d_n_all, d_h0, d_wg.to(ctx.w_dtypes[0]), d_wn.to(ctx.w_dtypes[1]),
                 None, None, None, None, None)
-
-
-def _conv_bwd_input(grad, inp, weight, padding):
-    return torch.ops.aten.convolution_backward(
-        grad, inp, weight, None, [1, 1], [padding, padding], [1, 1], False, [0, 0], 1,
-        [True, False, False])[0]
-
-
-def _conv_bwd_weight(grad, inp, weight, padding):
-    return torch.ops.aten.convolution_backward(
-        grad, inp, weight, None, [1, 1], [padding, padding], [1, 1], False, [0, 0], 1,
-        [False, True, False])[1]
 
 
 def gru_sequence(xg: torch.Tensor, xn: torch.Tensor, h0: torch.Tensor, w_g: torch.Tensor,
