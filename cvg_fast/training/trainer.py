@@ -159,7 +159,9 @@ class LevelTrainer:
         self.precision = resolve_precision(self.device, self.tc.amp, self.tc.channels_last)
         for m in (self.G, self.D, *(self.lower.generators if self.lower is not None else [])):
             set_channels_last(m, self.precision.channels_last)
-        fused = True  # one fused Adam kernel per parameter group: CUDA and CPU (torch >= 2.4)
+        # fused Adam on CUDA only: on CPU it saved ~2% of a step, and it updates parameters
+        # without bumping their version counters (see SpectralNormMixin.train)
+        fused = self.device.type == "cuda"
         betas = (self.tc.beta1, self.tc.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.tc.lr_g, betas=betas,
                                       fused=fused)
