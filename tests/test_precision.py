@@ -22,6 +22,10 @@ def test_auto_picks_bf16_only_where_the_cpu_has_it(cpu_flags):
     s = P.resolve_precision("cpu")
     assert (s.amp, s.channels_last) == ("bf16", True)
     assert "AVX512_BF16" in s.describe() and "auto-picked" in s.describe()
+    # training level 1 stays fp32 (bf16 cost it quality); upscaling levels take bf16
+    assert P.resolve_precision("cpu", level=1).amp == "none"
+    assert P.resolve_precision("cpu", level=2).amp == "bf16"
+    assert P.resolve_precision("cpu", "bf16", level=1).amp == "bf16"  # asked for: kept
     cpu_flags("avx2", "avx512f")
     s = P.resolve_precision("cpu")
     assert (s.amp, s.channels_last) == ("none", True)
@@ -114,3 +118,23 @@ def test_sn_eval_cache_sees_fused_optimizer_steps():
         after = conv.normalized_weight()
         torch.testing.assert_close(after, conv.compute_normalized_weight())
     assert (after - before).abs().max() > 1e-3
+
+
+def test_level1_generator_stays_fp32_under_autocast():
+    """Level 1 (ConvGRU and all) runs fp32 under bf16 autocast: the measured bf16 level 1
+    lost class identity. Same output as without autocast, bit for bit."""
+    from conftest import narrow_tiny
+
+    from cvg_fast.models import build_generator
+
+    cfg = narrow_tiny()
+    torch.manual_seed(0)
+    g = build_generator(cfg, 1, 2).eval()
+    z, y = torch.randn(2, cfg.z_dim), torch.tensor([0, 1])
+    e = torch.randn(2, cfg.levels[0].frames, cfg.z_t_dim)
+    with torch.no_grad():
+        plain = g(z, y, None, e)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = g(z, y, None, e)
+    assert auto.dtype == torch.float32
+    assert torch.equal(auto, plain)

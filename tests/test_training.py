@@ -186,19 +186,21 @@ def test_level1_rollout_offset_shows_d_the_last_frames(tiny_cfg, tmp_path, monke
 def test_generator_power_iteration_runs_once_per_step(tiny_cfg, tmp_path, monkeypatch, d_steps):
     """G's weights only change at its own update: one power iteration per layer per step,
     whatever d_steps (it ran d_steps + 1 times: G is in train mode for D's no-grad samples)."""
+    import cvg_fast.nn.spectral_norm as sn
     from cvg_fast.nn.spectral_norm import SpectralNormMixin
 
     tiny_cfg.train.d_steps = d_steps
     tr = _trainer(tiny_cfg, 1, tmp_path)
-    g_layers = {id(m) for m in tr.G.modules() if isinstance(m, SpectralNormMixin)}
+    g_layers = {id(m.sn_u) for m in tr.G.modules() if isinstance(m, SpectralNormMixin)}
     counts = {"G": 0, "D": 0}
-    original = SpectralNormMixin._power_iteration
+    original = sn.sn_normalize
 
-    def counted(self, w):
-        counts["G" if id(self) in g_layers else "D"] += 1
-        return original(self, w)
+    def counted(weight, u, v, update, **kw):  # the one op every SN layer's iteration runs in
+        if update:
+            counts["G" if id(u) in g_layers else "D"] += 1
+        return original(weight, u, v, update, **kw)
 
-    monkeypatch.setattr(SpectralNormMixin, "_power_iteration", counted)
+    monkeypatch.setattr(sn, "sn_normalize", counted)
     batch = next(iter(torch.utils.data.DataLoader(
         tr.dataset, batch_size=4, sampler=[(i, i) for i in range(4)])))
     tr.train_step(batch)

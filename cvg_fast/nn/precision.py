@@ -64,18 +64,29 @@ class PrecisionSettings:
         return f"{precision}, {layout} ({self.why})"
 
 
+# Training level 1 with amp "auto" stays fp32: measured on the demo recipe (README,
+# "Speed"), level 1 trained in bf16 lost quality (class accuracy 66-80% vs 100%, FVD-synth
+# 134-169 vs 119-130), with its generator in fp32 and only its discriminators in bf16 its
+# FVD-synth was still 169; for ~13% of a level-1 step. Upscalers train in bf16.
+FP32_TRAINING_LEVELS = (1,)
+
+
 def resolve_precision(device: torch.device | str, amp: str = "auto",
-                      channels_last: bool | None = None) -> PrecisionSettings:
+                      channels_last: bool | None = None,
+                      level: int | None = None) -> PrecisionSettings:
     """The settings to run with: `amp` "auto" and `channels_last` None pick the fastest
-    measured for the device; explicit values are kept (bf16 where it is emulated runs,
-    slowly: the user asked for it)."""
+    measured for the device that keeps quality (`level`: the level being trained; level 1
+    trains in fp32, see FP32_TRAINING_LEVELS); explicit values are kept (bf16 where it is
+    emulated runs, slowly: the user asked for it)."""
     if amp not in AMP_MODES:
         raise CvgError(f"unknown amp mode {amp!r}: use {', '.join(AMP_MODES)}")
     native, what = native_bf16(torch.device(device))
     picked = []
     if amp == "auto":
-        amp = "bf16" if native else "none"
+        amp = "bf16" if native and level not in FP32_TRAINING_LEVELS else "none"
         picked.append("amp")
+        if native and level in FP32_TRAINING_LEVELS:
+            what += f"; level {level} trains in fp32 (bf16 cost quality, README 'Speed')"
     if channels_last is None:
         channels_last = True
         picked.append("layout")

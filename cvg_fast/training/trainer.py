@@ -156,7 +156,8 @@ class LevelTrainer:
                                         self.device)
         # bf16 / channels-last: the device's fastest unless the config says (train.amp,
         # train.channels_last); the frozen levels below run the same way
-        self.precision = resolve_precision(self.device, self.tc.amp, self.tc.channels_last)
+        self.precision = resolve_precision(self.device, self.tc.amp, self.tc.channels_last,
+                                           level=level)
         for m in (self.G, self.D, *(self.lower.generators if self.lower is not None else [])):
             set_channels_last(m, self.precision.channels_last)
         # fused Adam on CUDA only: on CPU it saved ~2% of a step, and it updates parameters
