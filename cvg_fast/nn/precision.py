@@ -32,8 +32,8 @@ def cpu_flags() -> frozenset[str]:
             for line in f:
                 if line.startswith("flags"):
                     return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    except OSError:  # not Linux: no flags known, so no native bf16 is assumed
+        return frozenset()
     return frozenset()
 
 

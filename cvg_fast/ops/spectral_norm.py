@@ -54,10 +54,11 @@ class _FusedNormalize(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         w, u, v, sigma = ctx.saved_tensors
-        g = g.to(w.dtype)
-        coef = (g * w).sum() / (sigma * sigma)
-        d_w = g / sigma - coef * torch.outer(u, v).view_as(w)
-        return d_w, None, None, None
+        # in fp64: the two terms nearly cancel for some entries, and the weights are small
+        g64, w64, s64 = g.double(), w.double(), sigma.double()
+        coef = (g64 * w64).sum() / (s64 * s64)
+        d_w = g64 / s64 - coef * torch.outer(u.double(), v.double()).view_as(w64)
+        return d_w.to(w.dtype), None, None, None
 
 
 def sn_normalize(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, update: bool,
