@@ -20,19 +20,13 @@
 
 #include "pyramid.h"
 
+#include "cpu_math.h"  // CVG_CPU_CLONES
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
-
-#if !defined(CVG_NO_CPU_CLONES) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && \
-    defined(__x86_64__) && defined(__linux__)
-#define CVG_CPU_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CVG_CPU_CLONES
-#endif
 
 #if defined(__GNUC__)
 #define CVG_ALWAYS_INLINE __attribute__((always_inline)) inline

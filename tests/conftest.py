@@ -38,3 +38,23 @@ def tiny_cfg():
     cfg = narrow_tiny()
     cfg.train.log_every = 1
     return cfg
+
+
+def run_in_triton_interpreter(test_file: str, k_expr: str, min_passed: int) -> None:
+    """Rerun `test_file`'s cases selected by `k_expr` under TRITON_INTERPRET=1 in a subprocess
+    (the variable must be set before Triton kernels are defined) and assert that at least
+    `min_passed` ran and passed, none failed or skipped."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", test_file, "-q", "-p", "no:cacheprovider", "-k", k_expr],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+        timeout=300)
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    passed = int(re.search(r"(\d+) passed", summary).group(1))
+    assert passed >= min_passed and "failed" not in summary and "skipped" not in summary, summary

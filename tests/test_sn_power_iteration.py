@@ -16,17 +16,13 @@ relative + 1e-6 absolute. The GPU's reference mv may run in TF32: CUDA cases use
 from __future__ import annotations
 
 import importlib
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_in_triton_interpreter
+
 EPS = 1e-12
 
 
@@ -264,13 +260,5 @@ def test_triton_in_interpreter():
         pytest.skip("already in the interpreter: the cases run here directly")
     if not K.HAS_TRITON:
         pytest.skip("triton not installed")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
-         "-k", "test_triton_ and not test_triton_in_interpreter"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    passed = int(re.search(r"(\d+) passed", summary).group(1))
-    assert passed >= 38 and "failed" not in summary and "skipped" not in summary, summary
+    run_in_triton_interpreter(__file__, "test_triton_ and not test_triton_in_interpreter",
+                              min_passed=38)

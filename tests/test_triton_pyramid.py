@@ -13,16 +13,12 @@ Tolerances against the fp32 reference (F.interpolate antialias, level by level):
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from test_triton_gru_cell import ROOT, load_kernels
+from conftest import run_in_triton_interpreter
+from test_triton_gru_cell import load_kernels
 
 P = load_kernels("pyramid")
 ON_GPU = P.HAS_TRITON and torch.cuda.is_available() and not P.INTERPRETED
@@ -160,13 +156,4 @@ def test_kernels_in_interpreter():
         pytest.skip("already in the interpreter: the cases run here directly")
     if not P.HAS_TRITON:
         pytest.skip("triton not installed")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
-         "-k", "not test_kernels_in_interpreter"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    passed = int(re.search(r"(\d+) passed", summary).group(1))
-    assert passed >= 28 and "failed" not in summary and "skipped" not in summary, summary
+    run_in_triton_interpreter(__file__, "not test_kernels_in_interpreter", min_passed=28)
