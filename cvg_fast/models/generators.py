@@ -19,6 +19,7 @@ with a learnt gain g that starts at 0, so training starts from the exact input.
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -72,16 +73,49 @@ class Level1Generator(nn.Module):
     FP32_UNDER_AUTOCAST = True
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, frames: int | None = None,
-                frame_noise: torch.Tensor | None = None) -> torch.Tensor:
-        """frame_noise: (N, T, z_t_dim) per-frame noise (default: drawn from torch's RNG)."""
+                frame_noise: torch.Tensor | None = None, state: list[torch.Tensor] | None = None,
+                return_state: bool = False):
+        """frame_noise: (N, T, z_t_dim) per-frame noise (default: drawn from torch's RNG).
+
+        state: every ConvGRU's hidden state (N, C_k, s_k, s_k) after the frames before these
+        (None: the video's start). With return_state=True, returns (video, state after the
+        last frame): run a long video in chunks, each given the last one's state, and the
+        chunks equal the one-pass video (in eval mode; in train mode BN sees each chunk's
+        own statistics). Truncated backpropagation detaches the state between chunks.
+        """
         kind = z.device.type
         if self.FP32_UNDER_AUTOCAST and torch.is_autocast_enabled(kind):
             with torch.autocast(kind, enabled=False):
-                return self._forward(z.float(), y, frames, frame_noise)
-        return self._forward(z, y, frames, frame_noise)
+                out = self._forward(z.float(), y, frames, frame_noise, state)
+        else:
+            out = self._forward(z, y, frames, frame_noise, state)
+        return out if return_state else out[0]
+
+    def stream(self, z: torch.Tensor, y: torch.Tensor | None, frames: int, chunk_frames: int,
+               frame_noise_fn=None) -> Iterator[torch.Tensor]:
+        """Chunks (N, t <= chunk_frames, 3, S, S) of a `frames`-frame video, in order.
+
+        Only one chunk's activations and the ConvGRU states are resident, so memory does not
+        grow with `frames`. frame_noise_fn(t0, t1) -> (N, t1 - t0, z_t_dim): the per-frame
+        noise of frames t0..t1 (required when z_t_dim > 0; keyed by frame, so the video
+        does not depend on the chunking).
+        """
+        if frames < 1 or chunk_frames < 1:
+            raise ValueError(f"Level1Generator.stream: frames and chunk_frames must be >= 1, "
+                             f"got {frames}, {chunk_frames}")
+        if self.z_t_dim and frame_noise_fn is None:
+            raise ValueError("Level1Generator.stream: this generator takes per-frame noise: "
+                             "pass frame_noise_fn")
+        state = None
+        for t0 in range(0, frames, chunk_frames):
+            t1 = min(t0 + chunk_frames, frames)
+            e = frame_noise_fn(t0, t1) if self.z_t_dim else None
+            chunk, state = self(z, y, t1 - t0, e, state, return_state=True)
+            yield chunk
 
     def _forward(self, z: torch.Tensor, y: torch.Tensor | None, frames: int | None,
-                 frame_noise: torch.Tensor | None) -> torch.Tensor:
+                 frame_noise: torch.Tensor | None, state: list[torch.Tensor] | None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         t = frames or (frame_noise.shape[1] if frame_noise is not None else self.frames)
         n = z.shape[0]
         if self.z_t_dim and frame_noise is None:
@@ -89,6 +123,9 @@ class Level1Generator(nn.Module):
         if self.z_t_dim and tuple(frame_noise.shape) != (n, t, self.z_t_dim):
             raise ValueError(f"frame_noise must be ({n}, {t}, {self.z_t_dim}), "
                              f"got {tuple(frame_noise.shape)}")
+        if state is not None and len(state) != len(self.grus):
+            raise ValueError(f"state must hold {len(self.grus)} ConvGRU states, got {len(state)}")
+        new_state = []
         with spectral_norm_step(self):
             if self.embed is not None:
                 if y is None:
@@ -103,13 +140,14 @@ class Level1Generator(nn.Module):
                 h = video_channels_last(h)
             yy = y.repeat_interleave(t) if y is not None else None  # b-major, matches (N*T)
             for k, gru in enumerate(self.grus):
-                h = gru(h)  # (N, T, C, s, s)
+                h = gru(h, None if state is None else state[k])  # (N, T, C, s, s)
+                new_state.append(gru.final_state(h))
                 if k < len(self.ups):
                     f = self.ups[k](h.reshape(n * t, *h.shape[2:]), yy)
                     h = f.view(n, t, *f.shape[1:])
             f = h.reshape(n * t, *h.shape[2:])
             f = torch.tanh(self.out_conv(F.relu(self.out_bn(f))))
-        return f.view(n, t, *f.shape[1:])
+        return f.view(n, t, *f.shape[1:]), new_state
 
 
 class UpscalerGenerator(nn.Module):

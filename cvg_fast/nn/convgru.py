@@ -30,7 +30,11 @@ from cvg_fast.ops import gru_sequence
 
 
 class ConvGRU(nn.Module):
-    """(N, T, C_in, H, W) -> (N, T, C_hid, H, W); h_0 = 0 unless given."""
+    """(N, T, C_in, H, W) -> (N, T, C_hid, H, W); h_0 = 0 unless given.
+
+    A long video runs in time chunks with the state carried: `h` of the next chunk is
+    `final_state(out)` of this one (the outputs equal the one-pass outputs).
+    """
 
     def __init__(self, in_ch: int, hid_ch: int, kernel_size: int = 3):
         super().__init__()
@@ -50,6 +54,12 @@ class ConvGRU(nn.Module):
             with torch.autocast(kind, enabled=False):
                 return self._forward(x.float(), None if h is None else h.float())
         return self._forward(x, h)
+
+    @staticmethod
+    def final_state(out: torch.Tensor) -> torch.Tensor:
+        """(N, T, C, H, W) outputs -> the last step's state (N, C, H, W), as its own small copy
+        (a view would keep the whole chunk's outputs alive), in the outputs' layout."""
+        return out[:, -1].clone(memory_format=torch.preserve_format)
 
     def _forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
         n, t, c, hh, ww = x.shape
@@ -72,6 +82,9 @@ class ConvGRU(nn.Module):
             if cl:
                 h = h.contiguous(memory_format=torch.channels_last)
         else:
-            h = h.to(dtype)
+            if tuple(h.shape) != (n, self.hid_ch, hh, ww):
+                raise ValueError(f"ConvGRU: state must be ({n}, {self.hid_ch}, {hh}, {ww}), "
+                                 f"got {tuple(h.shape)}")
+            h = h.to(dtype).contiguous(memory_format=fmt)
         return gru_sequence(xg, xn, h, wg_h, wn_h, self.pad, w_g_c=wg_c, w_n_c=wn_c,
                             channels_last=cl)
