@@ -9,6 +9,7 @@
     cvg data synth DIR               the built-in synthetic dataset (real .mp4 files)
     cvg backends                     which fused-op backends this install has
     cvg bench train [--preset P] [--level L|all] [--configs ...]   training-step speed
+    cvg bench generate [--preset P] [--lengths ...]                 sampling speed and memory
 """
 
 from __future__ import annotations
@@ -163,8 +164,10 @@ def cmd_generate(args) -> int:
     paths, stats = generate(cascade, num_videos=args.num_videos, frames=args.frames,
                             classes=classes, seed=args.seed, out=args.out,
                             batch_size=args.batch_size, fps=args.fps, overlap=args.overlap,
-                            return_stats=True, amp=args.amp, channels_last=args.channels_last)
-    print(f"precision: {stats.precision}")
+                            return_stats=True, amp=args.amp, channels_last=args.channels_last,
+                            chunk_frames=args.chunk_frames, max_batch=args.max_batch)
+    print(f"precision: {stats.precision}; level-1 chunks of {stats.chunk_frames} frames, "
+          f"up to {stats.max_batch} windows per upscaler call")
     for level, err in stats.matching_error.items():
         print(f"matching error, level {level}: {err:.4f}")
     print(f"{stats.frames} frames at {stats.size}px in {stats.seconds:.1f}s "
@@ -303,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of each upscaler window shared with the next, cut in its middle (0-0.5)")
     g.add_argument("--fps", type=int, default=None)
     g.add_argument("--device", default=None)
+    g.add_argument("--chunk-frames", type=int, default=None,
+                   help="level-1 frames per chunk (default: its training length); memory "
+                        "does not grow with --frames either way")
+    g.add_argument("--max-batch", type=int, default=None,
+                   help="videos x window positions per upscaler call (default: sized from "
+                        "free memory)")
     _precision_flags(g)
     g.add_argument("--grid", action="store_true", help="also write grid.png of the first frames")
     g.set_defaults(fn=cmd_generate)
@@ -397,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", default="bench/results",
                     help="folder for train_<preset>_<device>_<time>.json (default: bench/results)")
     bt.set_defaults(fn=cmd_bench_train)
+    from cvg_fast import bench_generate
+
+    bg = bsub.add_parser(
+        "generate", help="frames/s and peak memory of generate() vs the naive pipeline",
+        description="Sampling speed and peak memory for lengths 64 ... 16,384, ours against the "
+                    "naive pipeline (level 1 in one pass, each level over the whole video, the "
+                    "whole video then written, fp32), each measurement in a fresh process.")
+    bench_generate.add_arguments(bg)
+    bg.set_defaults(fn=bench_generate.run_from_args)
     return p
 
 

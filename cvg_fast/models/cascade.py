@@ -120,33 +120,63 @@ class Cascade(nn.Module):
     def stream(self, z: torch.Tensor, y: torch.Tensor | None, frames1: int, noise_fn: NoiseFn,
                upto: int | None = None,
                on_window: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-               overlap: float = 0.0) -> Iterator[torch.Tensor]:
-        """Chunks (N, t, 3, H, W) of level `upto`'s video, in order.
+               overlap: float = 0.0, chunk_frames: int | None = None,
+               max_batch: int | None = None,
+               window_call: Callable[[int, nn.Module], Callable] | None = None
+               ) -> Iterator[torch.Tensor]:
+        """Chunks (N, t, 3, H, W) of level `upto`'s video, in order, pulled lazily.
 
-        z: (N, level 1's z_dim). Level 1 makes all `frames1` frames at once (it is small
-        and resident); each upscaling level slides over its input's windows and streams.
-        on_window(level, x_window, y_window) sees every upscaled window. overlap: the
-        fraction (0 to 0.5) of each upscaler's window shared with the next (cut in its middle).
+        z: (N, level 1's z_dim). chunk_frames: level 1 runs in chunks of this many frames
+        with its ConvGRU states carried (None: all `frames1` at once); each upscaling level
+        slides over its input's windows as the frames arrive, so what is resident is one
+        chunk per level and the windows in flight. max_batch: rows (videos x window
+        positions) per upscaler call (None: one window position at a time); the windows
+        are independent, so batching does not change the video. on_window(level, x_window,
+        y_window) sees every upscaled window. overlap: the fraction (0 to 0.5) of each
+        upscaler's window shared with the next (cut in its middle). window_call(level,
+        generator) -> a callable with the generator's signature, run in its place (level 1:
+        each chunk; upscalers: each window call), e.g. a CUDA-graphed one.
         """
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap must be a fraction in [0, 0.5], got {overlap}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         upto = upto or self.num_levels
         c1 = self.level_cfg(1)
+        n = z.shape[0]
         if z.shape[-1] != c1.z_dim:
             raise ValueError(f"level 1 takes z of {c1.z_dim} values, got {z.shape[-1]}")
-        e = noise_fn(1, 0, frames1, (c1.z_t_dim,)).to(z.device, z.dtype) if c1.z_t_dim else None
-        stream: Iterator[torch.Tensor] = iter([self.generators[0](z, y, frames1, e)])
+        g1 = self.generators[0]
+
+        def e_fn(t0, t1):
+            return noise_fn(1, t0, t1, (c1.z_t_dim,)).to(z.device, z.dtype)
+
+        if chunk_frames is None:
+            stream: Iterator[torch.Tensor] = iter(
+                [g1(z, y, frames1, e_fn(0, frames1) if c1.z_t_dim else None)])
+        else:
+            stream = g1.stream(z, y, frames1, chunk_frames, e_fn if c1.z_t_dim else None,
+                               call=window_call(1, g1) if window_call is not None else None)
         total = frames1
         for level in range(2, upto + 1):
             gen, lc = self.generators[level - 1], self.level_cfg(level)
+            call = window_call(level, gen) if window_call is not None else gen
+            rows = max_batch or n
 
-            def upscale(xw, t0, t1, gen=gen, level=level, z_ch=lc.z_ch):
-                noise = noise_fn(level, t0, t1, (z_ch, xw.shape[-2], xw.shape[-1]))
-                return gen(xw, noise.to(xw.device, xw.dtype), y)
+            def upscale(xw, ranges, call=call, level=level, z_ch=lc.z_ch, rows=rows):
+                shape = (z_ch, xw.shape[-2], xw.shape[-1])
+                noise = torch.cat([noise_fn(level, t0, t1, shape) for t0, t1 in ranges])
+                noise = noise.to(xw.device, xw.dtype)
+                yy = y.repeat(len(ranges)) if y is not None else None  # position-major rows
+                if xw.shape[0] <= rows:
+                    return call(xw, noise, yy)
+                return torch.cat([call(xw[r: r + rows], noise[r: r + rows],
+                                       None if yy is None else yy[r: r + rows])
+                                  for r in range(0, xw.shape[0], rows)])
 
             hook = (lambda a, b, level=level: on_window(level, a, b)) if on_window else None
             w = min(lc.window(level), total)
             stream = stream_upscale(upscale, stream, total, w, self.t_factor(level), hook,
-                                    overlap=int(overlap * w))
+                                    overlap=int(overlap * w), positions=max(1, rows // n))
             total *= self.t_factor(level)
         return stream

@@ -92,13 +92,14 @@ class Level1Generator(nn.Module):
         return out if return_state else out[0]
 
     def stream(self, z: torch.Tensor, y: torch.Tensor | None, frames: int, chunk_frames: int,
-               frame_noise_fn=None) -> Iterator[torch.Tensor]:
+               frame_noise_fn=None, call=None) -> Iterator[torch.Tensor]:
         """Chunks (N, t <= chunk_frames, 3, S, S) of a `frames`-frame video, in order.
 
         Only one chunk's activations and the ConvGRU states are resident, so memory does not
         grow with `frames`. frame_noise_fn(t0, t1) -> (N, t1 - t0, z_t_dim): the per-frame
         noise of frames t0..t1 (required when z_t_dim > 0; keyed by frame, so the video
-        does not depend on the chunking).
+        does not depend on the chunking). call: what runs a chunk, with this module's
+        signature (default: the module; generate() passes a CUDA-graphed one on GPUs).
         """
         if frames < 1 or chunk_frames < 1:
             raise ValueError(f"Level1Generator.stream: frames and chunk_frames must be >= 1, "
@@ -106,11 +107,11 @@ class Level1Generator(nn.Module):
         if self.z_t_dim and frame_noise_fn is None:
             raise ValueError("Level1Generator.stream: this generator takes per-frame noise: "
                              "pass frame_noise_fn")
-        state = None
+        state, call = None, call or self
         for t0 in range(0, frames, chunk_frames):
             t1 = min(t0 + chunk_frames, frames)
             e = frame_noise_fn(t0, t1) if self.z_t_dim else None
-            chunk, state = self(z, y, t1 - t0, e, state, return_state=True)
+            chunk, state = call(z, y, t1 - t0, e, state, return_state=True)
             yield chunk
 
     def _forward(self, z: torch.Tensor, y: torch.Tensor | None, frames: int | None,

@@ -81,12 +81,20 @@ class ConditionalBatchNorm(nn.Module):
             nn.init.zeros_(self.bias.weight)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.bn(x)
         if self.num_classes == 0:
-            return out
+            return self.bn(x)
         if y is None:
             raise ValueError("this model is class-conditional: pass class labels y")
         shape = [x.shape[0], x.shape[1]] + [1] * (x.dim() - 2)
+        bn = self.bn
+        if not bn.training and bn.running_mean is not None:
+            # eval (sampling, frozen lower levels): normalise and condition in ONE pass,
+            # x * (gain * rstd) + (bias - mean * gain * rstd) per row and channel, instead
+            # of batch_norm, then *, then + over the whole activation (fp32 like that path)
+            scale = self.gain(y).float() * torch.rsqrt(bn.running_var.float() + bn.eps)
+            shift = self.bias(y).float() - bn.running_mean.float() * scale
+            return torch.addcmul(shift.view(shape), x, scale.view(shape))
+        out = bn(x)
         return out * self.gain(y).view(shape) + self.bias(y).view(shape)
 
 

@@ -51,6 +51,9 @@ class SpectralNormMixin:
         # W/sigma in the conv's dtype and memory format, made once per spectral_norm_step
         # block: {(dtype, format, grad enabled): tensor}, cleared with _sn_cached
         self._sn_casts: dict[tuple, torch.Tensor] = {}
+        # the same for the eval-mode W/sigma, kept as long as _sn_eval (sampling makes
+        # thousands of window calls: casting and reordering W once, not once per call)
+        self._sn_eval_casts: dict[tuple, torch.Tensor] = {}
         with torch.no_grad():
             for _ in range(power_iterations):
                 self._power_iteration(w)
@@ -83,12 +86,15 @@ class SpectralNormMixin:
         if (dtype == w.dtype and fmt is None) or self._sn_cached is None:
             return w
         key = (dtype, fmt, torch.is_grad_enabled())  # a no-grad copy must not serve a grad pass
-        conv = self._sn_casts.get(key)
+        casts = self._sn_casts
+        if self._sn_eval is not None and w is self._sn_eval[1]:
+            casts = self._sn_eval_casts  # lives as long as the eval-mode W/sigma
+        conv = casts.get(key)
         if conv is None:
             conv = w.to(dtype)
             if fmt is not None:
                 conv = conv.contiguous(memory_format=fmt)
-            self._sn_casts[key] = conv
+            casts[key] = conv
         return conv
 
     def normalized_weight(self) -> torch.Tensor:
@@ -104,6 +110,7 @@ class SpectralNormMixin:
         fused=True) update W in place WITHOUT bumping its version counter, so a cache
         kept across a training phase could serve the weights of before it."""
         self._sn_eval = None
+        self._sn_eval_casts = {}
         return super().train(mode)
 
     def _eval_weight(self) -> torch.Tensor:
@@ -121,6 +128,7 @@ class SpectralNormMixin:
         with torch.no_grad():
             out = self.compute_normalized_weight()
         self._sn_eval = (key, out)
+        self._sn_eval_casts = {}
         return out
 
 
@@ -193,12 +201,13 @@ def spectral_norm_step(model: nn.Module):
     """Compute every W/sigma in `model` once; calls inside the block reuse it.
 
     Nested blocks are free: layers already cached by an outer block are left
-    to it.
+    to it. In eval mode without grad the block takes the eval-mode W/sigma (cached
+    across blocks until W, u or v change: sampling's window calls recompute nothing).
     """
     mine = []
     for m in spectral_norm_modules(model):
         if m._sn_cached is None:
-            m._sn_cached = m.compute_normalized_weight()
+            m._sn_cached = m.normalized_weight()
             mine.append(m)
     try:
         yield
