@@ -162,7 +162,7 @@ def test_auto_max_batch_is_sized_and_capped(cascade):
 
     _, stats = generate(cascade, frames=8, progress=False, return_stats=True)
     assert 1 <= stats.max_batch <= CPU_MAX_ROWS
-    assert stats.chunk_frames == cascade.level_cfg(1).levels[0].frames
+    assert stats.chunk_frames == 64  # CHUNK_PIXELS at 16px
 
 
 class _FakeGraph:

@@ -90,10 +90,11 @@ class ConditionalBatchNorm(nn.Module):
         if not bn.training and bn.running_mean is not None:
             # eval (sampling, frozen lower levels): normalise and condition in ONE pass,
             # x * (gain * rstd) + (bias - mean * gain * rstd) per row and channel, instead
-            # of batch_norm, then *, then + over the whole activation (fp32 like that path)
+            # of batch_norm, then *, then + over the whole activation; in x's dtype (bf16
+            # under autocast: no fp32 activation for the ReLU and the next conv's cast)
             scale = self.gain(y).float() * torch.rsqrt(bn.running_var.float() + bn.eps)
             shift = self.bias(y).float() - bn.running_mean.float() * scale
-            return torch.addcmul(shift.view(shape), x, scale.view(shape))
+            return torch.addcmul(shift.view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
         out = bn(x)
         return out * self.gain(y).view(shape) + self.bias(y).view(shape)
 

@@ -78,14 +78,19 @@ class GBlock(nn.Module):
         self.skip = conv(in_ch, out_ch, 1) if (in_ch != out_ch or up) else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.relu(self.bn1(x, y))
+        # BN's output is a fresh tensor: without autograd, ReLU may overwrite it
+        inplace = not torch.is_grad_enabled()
+        h = F.relu(self.bn1(x, y), inplace=inplace)
         if self.up:
             h = _upsample_space(h)
-            x = _upsample_space(x)
         h = self.conv1(h)
-        h = self.conv2(F.relu(self.bn2(h, y)))
+        h = self.conv2(F.relu(self.bn2(h, y), inplace=inplace))
+        # a 1x1 conv commutes with nearest upsampling (the same value at each copied
+        # pixel): skip first, on 4x fewer pixels, then upsample out_ch channels
         if self.skip is not None:
             x = self.skip(x)
+        if self.up:
+            x = _upsample_space(x)
         return x + h
 
 

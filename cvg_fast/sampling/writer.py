@@ -29,11 +29,15 @@ _OPEN, _FRAMES, _CLOSE, _ABORT, _STOP = range(5)
 class BackgroundWriter:
     """One writer thread for all the batches of a generate() call."""
 
-    def __init__(self, fps: float, depth: int = 4, poll_s: float = 0.05):
+    def __init__(self, fps: float, depth: int = 4, poll_s: float = 0.05,
+                 codec_threads: int = 0):
         from cvg_fast.data.video_io import VideoWriter  # PyAV only where files are written
 
         self._writer_cls = VideoWriter
         self.fps = fps
+        # the encoder's own threads (0: FFmpeg's choice, one per core). When the generator
+        # computes on the CPU, 1: more threads only preempt its OpenMP threads
+        self.codec_threads = codec_threads
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._poll = poll_s
         self.error: BaseException | None = None
@@ -100,7 +104,8 @@ class BackgroundWriter:
             while True:
                 kind, payload = self._q.get()
                 if kind == _OPEN:
-                    writers = [self._writer_cls(p, fps=self.fps) for p in payload]
+                    writers = [self._writer_cls(p, fps=self.fps, threads=self.codec_threads)
+                               for p in payload]
                 elif kind == _FRAMES:
                     if len(payload) != len(writers):
                         raise ValueError(f"BackgroundWriter: {len(payload)} videos of frames "
