@@ -165,7 +165,8 @@ def cmd_generate(args) -> int:
                             classes=classes, seed=args.seed, out=args.out,
                             batch_size=args.batch_size, fps=args.fps, overlap=args.overlap,
                             return_stats=True, amp=args.amp, channels_last=args.channels_last,
-                            chunk_frames=args.chunk_frames, max_batch=args.max_batch)
+                            chunk_frames=args.chunk_frames, max_batch=args.max_batch,
+                            cuda_graphs=False if args.no_cuda_graphs else None)
     print(f"precision: {stats.precision}; level-1 chunks of {stats.chunk_frames} frames, "
           f"up to {stats.max_batch} windows per upscaler call")
     for level, err in stats.matching_error.items():
@@ -312,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch", type=int, default=None,
                    help="videos x window positions per upscaler call (default: sized from "
                         "free memory)")
+    g.add_argument("--no-cuda-graphs", action="store_true",
+                   help="on CUDA, run every call eagerly instead of replaying CUDA graphs")
     _precision_flags(g)
     g.add_argument("--grid", action="store_true", help="also write grid.png of the first frames")
     g.set_defaults(fn=cmd_generate)

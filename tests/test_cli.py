@@ -101,6 +101,17 @@ def test_train_two_levels_then_generate_from_the_shell(synth_data, tmp_path):
     assert len(list((tmp_path / "o").glob("*.mp4"))) == 2
     assert (tmp_path / "o" / "grid.png").is_file()
     assert "matching error, level 2" in p.stdout
+    p = _run("-m", "cvg_fast.cli", "generate", str(run), "--frames", "37", "--out",
+             str(tmp_path / "o2"), "--chunk-frames", "3", "--max-batch", "2")
+    assert p.returncode == 0, p.stderr
+    assert "level-1 chunks of 3 frames, up to 2 windows per upscaler call" in p.stdout
+    import av
+
+    with av.open(str(next((tmp_path / "o2").glob("*.mp4")))) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 37
+    p = _run("-m", "cvg_fast.cli", "generate", str(run), "--frames", "8", "--out",
+             str(tmp_path / "o3"), "--max-batch", "0")
+    _one_line_error(p, "max_batch must be")
 
 
 # ---------------------------------------------------------------------- cvg eval

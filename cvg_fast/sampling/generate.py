@@ -53,20 +53,24 @@ class GenerationStats:
 
 
 class _MatchingError:
-    """Accumulates per-level mean absolute error between each window and its input."""
+    """Accumulates per-level mean absolute error between each window and its input.
+
+    Sums stay on the device until `result()`: a float() per window would make the GPU
+    wait for every window (and stall CUDA-graph replays)."""
 
     def __init__(self):
-        self.sum: dict[int, float] = {}
+        self.sum: dict[int, torch.Tensor] = {}
         self.count: dict[int, int] = {}
 
     def __call__(self, level: int, x_in: torch.Tensor, y_out: torch.Tensor) -> None:
         down = downsample_to(y_out.float(), x_in.shape[1], x_in.shape[-1])
         err = (down - x_in.float()).abs()
-        self.sum[level] = self.sum.get(level, 0.0) + float(err.sum()) / 2.0  # [-1,1] -> [0,1]
+        total = err.sum(dtype=torch.float64) / 2.0  # [-1, 1] -> [0, 1]
+        self.sum[level] = self.sum[level] + total if level in self.sum else total
         self.count[level] = self.count.get(level, 0) + err.numel()
 
     def result(self) -> dict[int, float]:
-        return {lv: self.sum[lv] / self.count[lv] for lv in sorted(self.sum)}
+        return {lv: float(self.sum[lv]) / self.count[lv] for lv in sorted(self.sum)}
 
 
 def _resolve_classes(cascade: Cascade, num_videos: int, classes,
