@@ -201,3 +201,33 @@ def test_graphed_call_copies_inputs_in_and_clones_outputs_out():
     g(torch.randn(4), scale=2)  # past max_graphs: eager
     assert len(g.graphs) == 2
     torch.testing.assert_close(g(b, y=a, scale=2)[0], b * 2 + a)  # eager, still right
+
+
+def test_frames_are_encoded_on_the_writer_thread_while_compute_goes_on(cascade, tmp_path,
+                                                                       monkeypatch):
+    import threading
+
+    from cvg_fast.data import video_io
+
+    events = []  # ("write" | "window", thread name) in the order they happen
+    original_write = video_io.VideoWriter.write
+    gen = cascade.generators[1]
+    original_forward = type(gen).forward
+
+    def write(self, frames):
+        events.append(("write", threading.current_thread().name))
+        return original_write(self, frames)
+
+    def forward(self, *a, **k):
+        events.append(("window", threading.current_thread().name))
+        return original_forward(self, *a, **k)
+
+    monkeypatch.setattr(video_io.VideoWriter, "write", write)
+    monkeypatch.setattr(type(gen), "forward", forward)
+    generate(cascade, num_videos=2, frames=96, out=tmp_path, progress=False, chunk_frames=4,
+             max_batch=2)
+    writes = [i for i, (kind, _) in enumerate(events) if kind == "write"]
+    windows = [i for i, (kind, _) in enumerate(events) if kind == "window"]
+    assert {name for kind, name in events if kind == "write"} == {"cvg-video-writer"}
+    assert {name for kind, name in events if kind == "window"} == {"MainThread"}
+    assert writes[0] < windows[-1]  # encoding started before the last window was computed
