@@ -64,6 +64,16 @@ class TrainConfig:
     # level 1: unroll up to this many extra frames and show D only the last T, so the
     # ConvGRU learns to keep moving past its horizon (0 = the paper's plain T-frame unroll)
     rollout_offset: int = 0
+    # level 1, truncated backpropagation through time: each G/D sample starts its T-frame
+    # window at a random frame s in [0, tbptt_horizon] of a longer rollout; frames 0..s-1
+    # run without grad (in T-frame chunks, so memory stays that of the window) and only give
+    # the ConvGRU states, detached, from which the T frames run with grad. D (the temporal D
+    # included) judges that window: G learns on states far past frame 0 at the cost of a
+    # no-grad prefix, where rollout_offset backpropagates through all T + k frames. Window
+    # starts are keyed without the rank (every process runs the same number of chunks, as
+    # its synchronised BN needs). 0 = off; ours, not the paper's; exclusive with
+    # rollout_offset; upscalers ignore it.
+    tbptt_horizon: int = 0
     # upscalers: the frozen levels below make this many MORE level-1 frames than the
     # training length, and the upscaler's input windows are drawn from that whole longer
     # video, so it learns on what it slides over past the horizon at inference (0 = windows
@@ -137,6 +147,13 @@ class CascadeConfig:
         if self.train.input_rollout < 0 or self.train.rollout_offset < 0:
             raise CvgError(f"input_rollout and rollout_offset must be >= 0 (got "
                            f"{self.train.input_rollout}, {self.train.rollout_offset})")
+        h = self.train.tbptt_horizon
+        if not isinstance(h, int) or isinstance(h, bool) or h < 0:
+            raise CvgError(f"tbptt_horizon must be an integer >= 0 (got {h!r})")
+        if h and self.train.rollout_offset:
+            raise CvgError(f"tbptt_horizon ({h}) and rollout_offset "
+                           f"({self.train.rollout_offset}) are two ways to train level 1 past "
+                           f"its horizon: set one of them to 0")
         if self.frame_stride < 1:
             raise CvgError(f"frame_stride must be >= 1 (got {self.frame_stride})")
         return self

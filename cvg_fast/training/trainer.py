@@ -14,6 +14,7 @@ would have done.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -175,6 +176,8 @@ class LevelTrainer:
         D.broadcast_module(self.D, dist.world)
         self.last: dict = {}
         self._bn_step: int | None = None  # step whose standing BN statistics G holds
+        # where TBPTT window starts are drawn from (keyed without the rank; see `fake`)
+        self._window_gen: torch.Generator | None = None
 
     # ------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
@@ -213,6 +216,19 @@ class LevelTrainer:
 
     def _randn(self, shape, gen) -> torch.Tensor:
         return torch.randn(shape, generator=gen, device=self.device)
+
+    @contextlib.contextmanager
+    def _shared_windows(self, *key):
+        """Inside, TBPTT window starts come from a generator keyed by `key` but NOT the rank:
+        every process draws the same starts, so each runs the same number of no-grad chunks
+        (and its synchronised BN the same collectives). The noise stays per rank."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed(seed_key(self.tc.seed, "tbptt", *key))
+        self._window_gen = g
+        try:
+            yield
+        finally:
+            self._window_gen = None
 
     def lower_output(self, y: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
         """x̂^{L-1} (N, T, 3, s, s) from the frozen levels below, without grad.
@@ -257,6 +273,8 @@ class LevelTrainer:
         if self.level == 1:
             cfg = self.cfg
             t = cfg.levels[0].frames
+            if self.tc.tbptt_horizon > 0:
+                return self._fake_tbptt(y, n, gen, t)
             k = (int(torch.randint(0, self.tc.rollout_offset + 1, (1,), generator=gen,
                                    device=gen.device)) if self.tc.rollout_offset > 0 else 0)
             e = self._randn((n, t + k, cfg.z_t_dim), gen) if cfg.z_t_dim else None
@@ -265,6 +283,30 @@ class LevelTrainer:
         t = x_low.shape[1] * self.cfg.t_factor(self.level)
         noise = self._randn((n, t, self.cfg.z_ch, *x_low.shape[-2:]), gen)
         return self.G(x_low, noise, y)
+
+    def _fake_tbptt(self, y, n: int, gen: torch.Generator, t: int) -> torch.Tensor:
+        """Level 1 with truncated backpropagation: frames s..s+T of an (s+T)-frame rollout,
+        s uniform in [0, tbptt_horizon]. Frames 0..s-1 run without grad in T-frame chunks
+        (memory of one window, whatever the horizon) and hand over only the ConvGRU states,
+        detached; the T frames run with grad (if enabled) from there. The per-frame noise is
+        drawn for the whole rollout at once, so the window is the one-pass video's frames
+        s..s+T (exactly so in eval mode; in train mode BN sees each chunk's statistics)."""
+        cfg = self.cfg
+        wg = self._window_gen if self._window_gen is not None else gen
+        s = int(torch.randint(0, self.tc.tbptt_horizon + 1, (1,), generator=wg,
+                              device=wg.device))
+        e = self._randn((n, s + t, cfg.z_t_dim), gen) if cfg.z_t_dim else None
+        z = self._randn((n, cfg.z_dim), gen)
+        state = None
+        with torch.no_grad():
+            for t0 in range(0, s, t):
+                t1 = min(t0 + t, s)
+                _, state = self.G(z, y, frames=t1 - t0,
+                                  frame_noise=None if e is None else e[:, t0:t1],
+                                  state=state, return_state=True)
+        if state is not None:
+            state = [h.detach() for h in state]  # the truncation: no gradient into frames < s
+        return self.G(z, y, frames=t, frame_noise=None if e is None else e[:, s:], state=state)
 
     def fake_input(self, y, n: int, gen: torch.Generator) -> torch.Tensor | None:
         if self.level == 1:
@@ -291,7 +333,7 @@ class LevelTrainer:
         self.D.train().requires_grad_(True)
         # G's weights do not change until its own update: W/sigma (and the power iteration)
         # once for the whole step, shared by the D updates' no-grad samples and G's update
-        with spectral_norm_step(self.G):
+        with spectral_norm_step(self.G), self._shared_windows("step", self.step):
             logs = self._d_then_g(tc, n, y, yy, gen, amp, real_high, real_low, fake_low)
         for k, v in logs.items():
             if not math.isfinite(v):
@@ -346,7 +388,8 @@ class LevelTrainer:
                 n = self.tc.batch_size
                 y = (torch.randint(0, self.num_classes, (n,), generator=gen, device=self.device)
                      if self.num_classes > 0 else None)
-                self.fake(y, n, gen, self.fake_input(y, n, gen))
+                with self._shared_windows("bn", step, i):  # BN is synchronised here too
+                    self.fake(y, n, gen, self.fake_input(y, n, gen))
         self.G.train()
 
     @torch.no_grad()
