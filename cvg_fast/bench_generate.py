@@ -14,8 +14,11 @@ proportion to F and memory that does not grow with F. This measures both, for le
 Each (pipeline, length) runs in a fresh child process (`python -m cvg_fast.bench_generate
 --child SPEC`): peak RSS only grows over a process's life, so one process per measurement
 is the only way to read each one's peak. The child builds the cascade (random weights from
-the preset, seeded, or a trained run), runs a 16-frame warm-up (lazy init, oneDNN kernel
-selection and the encoder are not timed), then times one call that writes .mp4 files into
+the preset, seeded, or a trained run), runs a warm-up (lazy init, oneDNN kernel
+selection and the encoder are not timed: a whole call at the measured length up to
+REPEAT_MAX_FRAMES, so every shape the timed calls meet is warm; a 16-frame call above it),
+then times the median of REPEATS calls up to REPEAT_MAX_FRAMES (one call above: long ones
+vary little), each call that writes .mp4 files into
 a temporary folder (deleted after). frames/s = output frames of all videos / seconds.
 
 Peak RSS: the child's VmHWM (/proc/self/status), the high-water mark of its own address
@@ -45,6 +48,10 @@ from cvg_fast.errors import CvgError
 DEFAULT_LENGTHS = (64, 256, 1024, 4096, 16384)
 PIPELINES = ("ours", "naive")
 WARMUP_FRAMES = 16
+# short lengths take ~1 s: warm up at the same length and time the median of REPEATS calls
+# (both pipelines alike); a single call of a short length varied by ~10% run to run
+REPEAT_MAX_FRAMES = 1024
+REPEATS = 3
 # The naive pipeline holds level 1's whole activations and the whole fp32 video. Measured on
 # the tiny preset, this 2-core CPU, 1 torch thread, 2 videos: 4,096 frames 23 s at 1.8 GiB
 # peak RSS, 16,384 frames 79 s at 5.8 GiB (ours: 52 s at 0.8 GiB); the whole default tiny
@@ -237,19 +244,24 @@ def measure(spec: dict) -> dict:
             torch.cuda.synchronize(device)
 
     with tempfile.TemporaryDirectory(prefix="cvg_bench_gen_") as tmp:
-        run(min(WARMUP_FRAMES, frames), Path(tmp) / "warmup")
+        short = frames <= REPEAT_MAX_FRAMES
+        run(frames if short else min(WARMUP_FRAMES, frames), Path(tmp) / "warmup")
         sync()
         warm_rss = _peak_rss_kib()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
-        run(frames, Path(tmp) / "run")
-        sync()
-        seconds = time.perf_counter() - t0
+        times = []
+        for _ in range(REPEATS if short else 1):
+            t0 = time.perf_counter()
+            run(frames, Path(tmp) / "run")
+            sync()
+            times.append(time.perf_counter() - t0)
+        seconds = sorted(times)[len(times) // 2]
         written = sorted(p.stat().st_size for p in (Path(tmp) / "run").glob("*.mp4"))
     top = cascade.cfg.levels[cascade.num_levels - 1]
     return {
         "pipeline": pipeline, "frames": frames, "num_videos": n, "seconds": seconds,
+        "all_seconds": times,
         "frames_per_s": frames * n / seconds, "peak_rss_kib": _peak_rss_kib(),
         "setup_rss_kib": setup_rss, "warmup_rss_kib": warm_rss, "ru_maxrss_kib": _maxrss_kib(),
         "cuda_peak_bytes": (int(torch.cuda.max_memory_allocated(device))
@@ -333,7 +345,8 @@ class GenerateBench:
             f"ours: generate(out=DIR) defaults, {s.get('ours_precision') or '?'}; .mp4 streamed",
             "naive: fp32, contiguous; level 1 in one pass, each level over the whole video, "
             "the whole video then written (same outputs as ours in fp32)",
-            "each measurement: a fresh process, 16-frame warm-up, one timed call writing .mp4 "
+            f"each measurement: a fresh process, a warm-up call, the median of {REPEATS} timed "
+            f"calls up to {REPEAT_MAX_FRAMES} frames (one above) writing .mp4 "
             "(frames/s = output frames of all videos / s); peak RSS = the process's VmHWM, "
             "MiB = 2^20 bytes" + ("; CUDA peak = max_memory_allocated over the call" if cuda
                                   else ""),
@@ -471,7 +484,8 @@ def bench_generate(preset: str = "tiny", lengths=DEFAULT_LENGTHS, num_videos: in
     settings = {**base, "lengths": lengths, "naive_max_frames": naive_max_frames,
                 "compare_at": compare_at, "cascade": _cascade_text(cfgs, nc, source),
                 "levels": [asdict(c.levels[i]) for i, c in enumerate(cfgs)],
-                "warmup_frames": WARMUP_FRAMES, "naive_dtype": "float32",
+                "warmup_frames": WARMUP_FRAMES, "repeats": REPEATS,
+                "repeat_max_frames": REPEAT_MAX_FRAMES, "naive_dtype": "float32",
                 "peak_rss": "VmHWM of a fresh child process per measurement, KiB"}
     result = GenerateBench(settings, _machine(device, threads), [])
     todo = [(f, p) for f in lengths for p in pipelines]

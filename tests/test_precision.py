@@ -138,3 +138,8 @@ def test_level1_generator_stays_fp32_under_autocast():
             auto = g(z, y, None, e)
     assert auto.dtype == torch.float32
     assert torch.equal(auto, plain)
+    # sampling (inference mode) follows autocast: bf16 convs, the same video to bf16 rounding
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        sampled = g(z, y, None, e)
+    assert not torch.equal(sampled.float(), plain)
+    torch.testing.assert_close(sampled.float(), plain, atol=0.05, rtol=0)
