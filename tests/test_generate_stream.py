@@ -231,3 +231,26 @@ def test_frames_are_encoded_on_the_writer_thread_while_compute_goes_on(cascade, 
     assert {name for kind, name in events if kind == "write"} == {"cvg-video-writer"}
     assert {name for kind, name in events if kind == "window"} == {"MainThread"}
     assert writes[0] < windows[-1]  # encoding started before the last window was computed
+
+
+@pytest.mark.parametrize("up", [False, True])
+def test_sampling_fast_paths_equal_the_training_paths(up):
+    """Under inference mode a GBlock runs its 1x1 skip before nearest upsampling and the
+    conditional BN folds into one multiply-add: the same block output to float rounding."""
+    from cvg_fast.nn.resblocks import GBlock
+
+    torch.manual_seed(0)
+    block = GBlock(8, 4, dims=2, up=up, num_classes=3)
+    for bn in (block.bn1, block.bn2):
+        bn.bn.running_mean.uniform_(-1, 1)
+        bn.bn.running_var.uniform_(0.5, 2)
+        bn.gain.weight.data.uniform_(0.5, 1.5)
+        bn.bias.weight.data.uniform_(-0.5, 0.5)
+    block.eval()
+    x, y = torch.randn(6, 8, 5, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        ref = block(x, y)
+    with torch.inference_mode():
+        fast = block(x, y)
+    assert fast.shape == ref.shape == (6, 4, 10 if up else 5, 10 if up else 5)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)

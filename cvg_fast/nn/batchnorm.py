@@ -87,8 +87,8 @@ class ConditionalBatchNorm(nn.Module):
             raise ValueError("this model is class-conditional: pass class labels y")
         shape = [x.shape[0], x.shape[1]] + [1] * (x.dim() - 2)
         bn = self.bn
-        if not bn.training and bn.running_mean is not None:
-            # eval (sampling, frozen lower levels): normalise and condition in ONE pass,
+        if not bn.training and bn.running_mean is not None and torch.is_inference_mode_enabled():
+            # sampling (eval, inference mode): normalise and condition in ONE pass,
             # x * (gain * rstd) + (bias - mean * gain * rstd) per row and channel, instead
             # of batch_norm, then *, then + over the whole activation; in x's dtype (bf16
             # under autocast: no fp32 activation for the ReLU and the next conv's cast)

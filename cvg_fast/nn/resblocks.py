@@ -85,12 +85,18 @@ class GBlock(nn.Module):
             h = _upsample_space(h)
         h = self.conv1(h)
         h = self.conv2(F.relu(self.bn2(h, y), inplace=inplace))
-        # a 1x1 conv commutes with nearest upsampling (the same value at each copied
-        # pixel): skip first, on 4x fewer pixels, then upsample out_ch channels
-        if self.skip is not None:
-            x = self.skip(x)
+        if torch.is_inference_mode_enabled():
+            # sampling: a 1x1 conv commutes with nearest upsampling (the same value at each
+            # copied pixel): skip first, on 4x fewer pixels, then upsample out_ch channels.
+            # Exact math, other float rounding: training keeps the order it was measured
+            # with (a GAN run diverges from any rounding change, see README "Generation")
+            if self.skip is not None:
+                x = self.skip(x)
+            return (_upsample_space(x) if self.up else x) + h
         if self.up:
             x = _upsample_space(x)
+        if self.skip is not None:
+            x = self.skip(x)
         return x + h
 
 
