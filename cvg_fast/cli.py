@@ -226,13 +226,19 @@ def cmd_bench_train(args) -> int:
     return 0
 
 
+# `cvg data synth --codec`: the name a user knows -> the FFmpeg encoder (VP9 and MJPEG are
+# what DALI's CPU video reader decodes; H.264 is what real datasets mostly hold)
+SYNTH_CODECS = {"h264": "libx264", "vp9": "libvpx-vp9", "mjpeg": "mjpeg"}
+
+
 def cmd_synth(args) -> int:
     from cvg_fast.data import write_synthetic_dataset
 
     root = write_synthetic_dataset(args.dir, num_classes=args.classes,
                                    videos_per_class=args.videos_per_class, frames=args.frames,
-                                   size=args.size, fps=args.fps, seed=args.seed)
-    print(f"wrote {args.classes * args.videos_per_class} videos to {root}")
+                                   size=args.size, fps=args.fps, seed=args.seed,
+                                   codec=SYNTH_CODECS[args.codec])
+    print(f"wrote {args.classes * args.videos_per_class} {args.codec} videos to {root}")
     return 0
 
 
@@ -377,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=32)
     s.add_argument("--fps", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--codec", default="h264", choices=sorted(SYNTH_CODECS),
+                   help="h264 (.mp4, default), vp9 (.webm) or mjpeg (.avi)")
     s.set_defaults(fn=cmd_synth)
 
     b = sub.add_parser("backends", help="list the fused-op backends found")

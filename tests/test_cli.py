@@ -184,3 +184,24 @@ def test_train_eval_every_needs_a_metric_for_non_synthetic_data(tmp_path, one_le
                "--eval-every", "5")
     _one_line_error(p, "--i3d")
     assert not (tmp_path / "run" / "level1" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("codec,ext,decoded", [("vp9", ".webm", "vp9"), ("mjpeg", ".avi", "mjpeg"),
+                                               ("h264", ".mp4", "h264")])
+def test_data_synth_writes_the_codec_asked(tmp_path, codec, ext, decoded):
+    """`cvg data synth --codec`: DALI's CPU reader decodes only VP8/VP9/MJPEG; tests need them."""
+    from cvg_fast.data.video_io import probe_video
+
+    root = tmp_path / codec
+    p = _cvg("data", "synth", str(root), "--classes", "2", "--videos-per-class", "1",
+             "--frames", "6", "--size", "16", "--codec", codec)
+    assert p.returncode == 0, p.stderr
+    files = sorted(root.rglob(f"*{ext}"))
+    assert len(files) == 2
+    info = probe_video(files[0])
+    assert info.codec == decoded and info.frames == 6
+
+
+def test_data_synth_rejects_an_unknown_codec(tmp_path):
+    p = _cvg("data", "synth", str(tmp_path / "x"), "--codec", "h263")
+    assert p.returncode == 2 and "invalid choice" in p.stderr
