@@ -242,6 +242,15 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_data_index(args) -> int:
+    from cvg_fast.data.folder_index import index_folder
+
+    index = index_folder(args.dir, index_cache=args.cache, progress=not args.no_progress,
+                         use_cache=not args.no_cache)
+    print(index.report(max_failures=args.max_failures))
+    return 0
+
+
 def cmd_backends(args) -> int:
     from cvg_fast.ops.backends import describe_backends
 
@@ -386,6 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--codec", default="h264", choices=sorted(SYNTH_CODECS),
                    help="h264 (.mp4, default), vp9 (.webm) or mjpeg (.avi)")
     s.set_defaults(fn=cmd_synth)
+    di = dsub.add_parser("index", help="probe every video of a folder and summarise it",
+                         description="Videos, classes, total frames, frame rates, sizes and "
+                                     "codecs of a dataset folder (class subfolders or flat), "
+                                     "and every unreadable file with its reason. The probe "
+                                     "results are cached for training runs.")
+    di.add_argument("dir")
+    di.add_argument("--cache", default=None, help="index cache JSON (default: "
+                                                  "DIR/.cvg_cache/data_index.json)")
+    di.add_argument("--no-cache", action="store_true", help="probe everything, write nothing")
+    di.add_argument("--max-failures", type=int, default=20, help="unreadable files listed")
+    di.add_argument("--no-progress", action="store_true")
+    di.set_defaults(fn=cmd_data_index)
 
     b = sub.add_parser("backends", help="list the fused-op backends found")
     b.set_defaults(fn=cmd_backends)

@@ -184,6 +184,73 @@ def _save_cache(path: str, root: str, entries: dict) -> None:
         )
 
 
+def probe_videos(root: str, rels: list[str], index_cache=None,
+                 progress: bool = True) -> list[VideoInfo | str]:
+    """VideoInfo (or the one-line reason it is unreadable) of every root/rel, in `rels`
+    order, probed in parallel threads with a progress bar. With `index_cache` (a JSON
+    path), cached entries are reused while a file's size and mtime still match, so editing
+    one file re-probes only that file, and the cache is rewritten atomically."""
+    cache_path = os.fspath(index_cache) if index_cache is not None else None
+    cached = _load_cache(cache_path)
+    paths = [os.path.join(root, rel) for rel in rels]
+    results: list[VideoInfo | str | None] = [None] * len(rels)
+    stats: list[tuple[int, int] | None] = []
+    for k, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+            stats.append((st.st_size, st.st_mtime_ns))
+        except OSError as exc:  # broken symlink, permissions
+            stats.append(None)
+            hint = video_io.BAD_VIDEO_HINT
+            results[k] = f"{p}: not a readable video ({exc.strerror}); {hint}"
+    todo = []
+    for k, (rel, stat) in enumerate(zip(rels, stats)):
+        if stat is None:
+            continue
+        entry = cached.get(rel)
+        if entry and entry.get("size") == stat[0] and entry.get("mtime_ns") == stat[1]:
+            try:
+                if "info" in entry:
+                    results[k] = VideoInfo(path=paths[k], **entry["info"])
+                else:
+                    results[k] = f"{paths[k]}: {entry['error']}"
+                continue
+            except (TypeError, KeyError):  # hand-edited or foreign entry: probe again
+                pass
+        todo.append(k)
+    if todo:
+        from tqdm.auto import tqdm
+
+        workers = max(1, min(8, 2 * (os.cpu_count() or 1), len(todo)))
+        bar = tqdm(
+            total=len(todo),
+            desc=f"probing videos in {os.path.basename(root) or root}",
+            unit="video",
+            disable=not (progress and len(todo) > _PROGRESS_MIN_FILES),
+        )
+        with bar, ThreadPoolExecutor(max_workers=workers) as pool:
+            for k, result in zip(todo, pool.map(_probe_one, [paths[k] for k in todo])):
+                results[k] = result
+                bar.update(1)
+    present = {rel for rel, stat in zip(rels, stats) if stat is not None}
+    if cache_path is not None and (todo or set(cached) != present):
+        entries = {}
+        for rel, path, stat, result in zip(rels, paths, stats, results):
+            if stat is None:
+                continue
+            entry = {"size": stat[0], "mtime_ns": stat[1]}
+            if isinstance(result, VideoInfo):
+                info = asdict(result)
+                del info["path"]  # rebuilt from root + key: the dataset may move
+                entry["info"] = info
+            else:
+                prefix = f"{path}: "
+                entry["error"] = result[len(prefix):] if result.startswith(prefix) else result
+            entries[rel] = entry
+        _save_cache(cache_path, root, entries)
+    return results  # type: ignore[return-value]
+
+
 class VideoFolder(Dataset):
     """Clips of `clip_frames` frames, every `frame_stride`-th frame, `size` x `size` px.
 
@@ -246,67 +313,7 @@ class VideoFolder(Dataset):
     # ------------------------------------------------------------------ index
 
     def _probe_all(self, rels: list[str], index_cache, progress: bool) -> list[VideoInfo | str]:
-        """Probe results in `rels` order; cached entries are reused when size and
-        mtime still match, so editing one file re-probes only that file."""
-        cache_path = os.fspath(index_cache) if index_cache is not None else None
-        cached = _load_cache(cache_path)
-        paths = [os.path.join(self.root, rel) for rel in rels]
-        results: list[VideoInfo | str | None] = [None] * len(rels)
-        stats: list[tuple[int, int] | None] = []
-        for k, p in enumerate(paths):
-            try:
-                st = os.stat(p)
-                stats.append((st.st_size, st.st_mtime_ns))
-            except OSError as exc:  # broken symlink, permissions
-                stats.append(None)
-                hint = video_io.BAD_VIDEO_HINT
-                results[k] = f"{p}: not a readable video ({exc.strerror}); {hint}"
-        todo = []
-        for k, (rel, stat) in enumerate(zip(rels, stats)):
-            if stat is None:
-                continue
-            entry = cached.get(rel)
-            if entry and entry.get("size") == stat[0] and entry.get("mtime_ns") == stat[1]:
-                try:
-                    if "info" in entry:
-                        results[k] = VideoInfo(path=paths[k], **entry["info"])
-                    else:
-                        results[k] = f"{paths[k]}: {entry['error']}"
-                    continue
-                except (TypeError, KeyError):  # hand-edited or foreign entry: probe again
-                    pass
-            todo.append(k)
-        if todo:
-            from tqdm.auto import tqdm
-
-            workers = max(1, min(8, 2 * (os.cpu_count() or 1), len(todo)))
-            bar = tqdm(
-                total=len(todo),
-                desc=f"probing videos in {os.path.basename(self.root) or self.root}",
-                unit="video",
-                disable=not (progress and len(todo) > _PROGRESS_MIN_FILES),
-            )
-            with bar, ThreadPoolExecutor(max_workers=workers) as pool:
-                for k, result in zip(todo, pool.map(_probe_one, [paths[k] for k in todo])):
-                    results[k] = result
-                    bar.update(1)
-        present = {rel for rel, stat in zip(rels, stats) if stat is not None}
-        if cache_path is not None and (todo or set(cached) != present):
-            entries = {}
-            for rel, path, stat, result in zip(rels, paths, stats, results):
-                if stat is None:
-                    continue
-                entry = {"size": stat[0], "mtime_ns": stat[1]}
-                if isinstance(result, VideoInfo):
-                    info = asdict(result)
-                    del info["path"]  # rebuilt from root + key: the dataset may move
-                    entry["info"] = info
-                else:
-                    prefix = f"{path}: "
-                    entry["error"] = result[len(prefix):] if result.startswith(prefix) else result
-                entries[rel] = entry
-            _save_cache(cache_path, self.root, entries)
-        return results  # type: ignore[return-value]
+        return probe_videos(self.root, rels, index_cache, progress)
 
     def _handle_bad(self, total: int, unreadable: list, short: list) -> None:
         n_bad = len(unreadable) + len(short)
