@@ -207,3 +207,32 @@ def test_generator_power_iteration_runs_once_per_step(tiny_cfg, tmp_path, monkey
     assert counts["G"] == len(g_layers)
     d_layers = sum(isinstance(m, SpectralNormMixin) for m in tr.D.modules())
     assert counts["D"] == d_layers * (d_steps + 1)  # each D update, and D's pass for G's loss
+
+
+class _SlowClips(_RandomClips):
+    """RandomClips that takes `delay` seconds per item (a starved loader)."""
+
+    delay = 0.0
+
+    def __getitem__(self, key):
+        import time
+
+        time.sleep(self.delay)
+        return super().__getitem__(key)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.25])
+def test_data_wait_is_logged_and_reported(tiny_cfg, tmp_path, delay):
+    tiny_cfg.train.steps, tiny_cfg.train.log_every, tiny_cfg.train.num_workers = 3, 1, 0
+    tiny_cfg.train.batch_size = 2
+    ds = _SlowClips(tiny_cfg.levels[-1].frames, tiny_cfg.levels[-1].size, 2, 8)
+    ds.delay = delay
+    result = LevelTrainer(tiny_cfg, 1, ds, tmp_path, None, DistInfo(), progress=False).run()
+    with open(tmp_path / "level1" / "log.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    shares = [r["data_wait_pct"] for r in rows if "step" in r]
+    assert len(shares) == 3 and all(0 <= s <= 100 for s in shares)
+    if delay:  # 2 items x 0.25 s per step against a tiny step: the loader dominates
+        assert result.data_wait > 0.3 and min(shares) > 30
+    else:
+        assert result.data_wait < 0.3

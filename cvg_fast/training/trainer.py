@@ -83,6 +83,9 @@ class TrainResult:
     run_dir: Path
     last_losses: dict
     seconds: float
+    # share of the run's step time spent blocked on the data loader (0..1): above a few
+    # percent the GPU (or CPU) waits for video decoding; add workers (--num-workers)
+    data_wait: float = 0.0
 
 
 def _shapes(cfg: CascadeConfig, upto: int) -> list[tuple[int, int]]:
@@ -454,18 +457,26 @@ class LevelTrainer:
         log = open(self.dir / "log.jsonl", "a") if dist.is_main else None
         stop = _GracefulStop(enabled=dist.world == 1)
         t_start, done_at_start = time.time(), self.step
+        wait = _DataWait()
         try:
             it = iter(loader)
             while self.step < tc.steps:
-                logs = self.train_step(next(it))
+                t0 = time.perf_counter()
+                batch = next(it)
+                t1 = time.perf_counter()
+                logs = self.train_step(batch)
+                wait.add(t1 - t0, time.perf_counter() - t1)
                 self.step += 1
                 self.last = logs
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}")
+                    bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}",
+                                    wait=f"{wait.recent():.0%}")
                 if log is not None and (self.step % tc.log_every == 0 or self.step == tc.steps):
                     rate = (self.step - done_at_start) / max(time.time() - t_start, 1e-9)
-                    log.write(json.dumps({"step": self.step, **logs, "steps_per_s": rate}) + "\n")
+                    log.write(json.dumps({"step": self.step, **logs, "steps_per_s": rate,
+                                          "data_wait_pct": round(100 * wait.interval(), 2)})
+                              + "\n")
                     log.flush()
                 at_end = self.step == tc.steps
                 if at_end or self.step % tc.checkpoint_every == 0 or stop.requested:
@@ -494,8 +505,48 @@ class LevelTrainer:
                 bar.close()
             if log is not None:
                 log.close()
+        if dist.is_main and self.progress and wait.steps:
+            hint = (" (above 5%: the loader is the bottleneck; raise --num-workers)"
+                    if wait.total() > 0.05 else "")
+            print(f"level {self.level}: {wait.steps} steps, {wait.total():.1%} of the step "
+                  f"time waiting for data{hint}", flush=True)
         return TrainResult(self.level, self.step, self.run_dir, self.last,
-                           time.time() - t_start)
+                           time.time() - t_start, data_wait=wait.total())
+
+
+class _DataWait:
+    """Time blocked on the data loader as a share of step time: overall, since the last
+    log line, and over the last steps (the progress bar's moving figure)."""
+
+    def __init__(self, recent_steps: int = 20):
+        self.steps = 0
+        self.wait = self.compute = 0.0
+        self._iw = self._ic = 0.0  # since the last interval() call
+        self._recent: list[tuple[float, float]] = []
+        self._n = recent_steps
+
+    def add(self, wait_s: float, compute_s: float) -> None:
+        self.steps += 1
+        self.wait += wait_s
+        self.compute += compute_s
+        self._iw += wait_s
+        self._ic += compute_s
+        self._recent = (self._recent + [(wait_s, compute_s)])[-self._n:]
+
+    @staticmethod
+    def _share(w: float, c: float) -> float:
+        return w / (w + c) if w + c > 0 else 0.0
+
+    def total(self) -> float:
+        return self._share(self.wait, self.compute)
+
+    def recent(self) -> float:
+        return self._share(sum(w for w, _ in self._recent), sum(c for _, c in self._recent))
+
+    def interval(self) -> float:
+        share = self._share(self._iw, self._ic)
+        self._iw = self._ic = 0.0
+        return share
 
 
 def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: str | os.PathLike,
