@@ -93,8 +93,9 @@ def build_cascade(preset: str = "tiny", seed: int = 0, run: str | os.PathLike | 
 
 def _labels(cascade, num_videos: int):
     """generate()'s default classes: video i gets class i mod K (None: unconditional)."""
-    nc = cascade.num_classes
-    return [i % nc for i in range(num_videos)] if nc else None
+    from cvg_fast.sampling.generate import _resolve_classes
+
+    return _resolve_classes(cascade, num_videos, None)
 
 
 def naive_video(cascade, num_videos: int, frames: int, seed: int = 0, device="cpu"):
@@ -422,16 +423,15 @@ def _cascade_text(cfgs, num_classes: int, source: str) -> str:
 
 def _machine(device: str, threads: int | None) -> dict:
     """What the header states about the machine (the children add their torch threads)."""
-    import platform
-
     import torch
 
     from cvg_fast.bench_train import machine_info
 
-    dev = torch.device(device)
-    return {"device": device, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": threads or torch.get_num_threads(),
-            "device_name": machine_info(dev)["device_name"]}
+    info = machine_info(torch.device(device))
+    info["device"] = device
+    if threads:
+        info["torch_threads"] = threads
+    return info
 
 
 def bench_generate(preset: str = "tiny", lengths=DEFAULT_LENGTHS, num_videos: int = 2,

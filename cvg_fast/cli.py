@@ -323,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=int, default=None)
     g.add_argument("--device", default=None)
     g.add_argument("--chunk-frames", type=int, default=None,
-                   help="level-1 frames per chunk (default: its training length); memory "
-                        "does not grow with --frames either way")
+                   help="level-1 frames per chunk (default: 64 frames' worth of 16px pixels, "
+                        "at least its training length); memory does not grow with --frames "
+                        "either way")
     g.add_argument("--max-batch", type=int, default=None,
                    help="videos x window positions per upscaler call (default: sized from "
                         "free memory)")

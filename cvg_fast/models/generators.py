@@ -90,9 +90,9 @@ class Level1Generator(nn.Module):
         if (self.FP32_UNDER_AUTOCAST and torch.is_autocast_enabled(kind)
                 and not torch.is_inference_mode_enabled()):
             with torch.autocast(kind, enabled=False):
-                out = self._forward(z.float(), y, frames, frame_noise, state)
+                out = self._forward(z.float(), y, frames, frame_noise, state, return_state)
         else:
-            out = self._forward(z, y, frames, frame_noise, state)
+            out = self._forward(z, y, frames, frame_noise, state, return_state)
         return out if return_state else out[0]
 
     def stream(self, z: torch.Tensor, y: torch.Tensor | None, frames: int, chunk_frames: int,
@@ -119,8 +119,8 @@ class Level1Generator(nn.Module):
             yield chunk
 
     def _forward(self, z: torch.Tensor, y: torch.Tensor | None, frames: int | None,
-                 frame_noise: torch.Tensor | None, state: list[torch.Tensor] | None
-                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                 frame_noise: torch.Tensor | None, state: list[torch.Tensor] | None,
+                 keep_state: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         t = frames or (frame_noise.shape[1] if frame_noise is not None else self.frames)
         n = z.shape[0]
         if self.z_t_dim and frame_noise is None:
@@ -146,7 +146,8 @@ class Level1Generator(nn.Module):
             yy = y.repeat_interleave(t) if y is not None else None  # b-major, matches (N*T)
             for k, gru in enumerate(self.grus):
                 h = gru(h, None if state is None else state[k])  # (N, T, C, s, s)
-                new_state.append(gru.final_state(h))
+                if keep_state:  # a copy per chunk; a plain forward needs none
+                    new_state.append(gru.final_state(h))
                 if k < len(self.ups):
                     f = self.ups[k](h.reshape(n * t, *h.shape[2:]), yy)
                     h = f.view(n, t, *f.shape[1:])

@@ -101,9 +101,9 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
         0, 1, 3, 4, 2).cpu().numpy()
 
 
-# rows (videos x window positions) per upscaler call on CPU when max_batch is None: measured
-# on the tiny and kinetics600 presets on 2 cores (README, "Generation"), larger calls gain
-# nothing there and cost cache; the memory budget below can lower it further
+# rows (videos x window positions) per upscaler call on CPU when max_batch is None: on the
+# tiny preset on 2 cores 8-32 rows measured alike and 64 rows 35% slower (cache); the
+# memory budget below can lower it further
 CPU_MAX_ROWS = 16
 CUDA_MAX_ROWS = 256
 # share of free memory (CUDA) / of available memory (CPU) an upscaler call may take
@@ -303,12 +303,12 @@ def generate(cascade: Cascade | str | os.PathLike, num_videos: int = 1, frames: 
 
     Speed and memory (none of these change the videos beyond float rounding):
     batch_size: videos generated together. chunk_frames: level-1 frames per chunk
-    (default: its training length; its ConvGRU states are carried between chunks).
+    (default: `default_chunk_frames`; its ConvGRU states are carried between chunks).
     max_batch: rows (videos x window positions) per upscaler call (default: sized from
     free memory, see `auto_max_batch`). amp: "auto"/None (bf16 where the device computes
     it natively), "none" (fp32) or "bf16"; channels_last: None (the device's fastest), True
-    or False (cvg_fast.nn.precision). cuda_graphs: replay each upscaler's fixed-shape
-    window call as a CUDA graph (default: on for CUDA devices).
+    or False (cvg_fast.nn.precision). cuda_graphs: replay each fixed-shape call (an
+    upscaler's window group, a level-1 chunk) as a CUDA graph (default: on for CUDA).
     """
     plan = _prepare(cascade, frames, num_videos, batch_size, overlap, levels, device, amp,
                     channels_last, chunk_frames, max_batch, cuda_graphs)

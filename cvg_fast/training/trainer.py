@@ -15,6 +15,7 @@ would have done.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 import json
 import math
 import os
@@ -225,6 +226,9 @@ class LevelTrainer:
         """Inside, TBPTT window starts come from a generator keyed by `key` but NOT the rank:
         every process draws the same starts, so each runs the same number of no-grad chunks
         (and its synchronised BN the same collectives). The noise stays per rank."""
+        if not self.tc.tbptt_horizon:
+            yield
+            return
         g = torch.Generator(device=self.device)
         g.manual_seed(seed_key(self.tc.seed, "tbptt", *key))
         self._window_gen = g
@@ -522,8 +526,7 @@ class _DataWait:
         self.steps = 0
         self.wait = self.compute = 0.0
         self._iw = self._ic = 0.0  # since the last interval() call
-        self._recent: list[tuple[float, float]] = []
-        self._n = recent_steps
+        self._recent: deque[tuple[float, float]] = deque(maxlen=recent_steps)
 
     def add(self, wait_s: float, compute_s: float) -> None:
         self.steps += 1
@@ -531,7 +534,7 @@ class _DataWait:
         self.compute += compute_s
         self._iw += wait_s
         self._ic += compute_s
-        self._recent = (self._recent + [(wait_s, compute_s)])[-self._n:]
+        self._recent.append((wait_s, compute_s))
 
     @staticmethod
     def _share(w: float, c: float) -> float:
