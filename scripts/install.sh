@@ -15,8 +15,15 @@ fi
 . "$VENV/bin/activate"
 if ! python -c "import torch, av, tqdm, numpy, scipy, PIL, pytest, ninja" 2>/dev/null; then
   echo "[install] torch 2.14.1 and dependencies"
+  # The CUDA build of torch and its libraries take ~6 GB in the venv: say so in one
+  # line instead of letting pip die half-way with "No space left on device".
+  free_kb=$(df -Pk "$VENV" | awk 'NR==2 {print $4}')
+  if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+    echo "[install] error: $((free_kb / 1024)) MiB free under $VENV; torch 2.14.1 needs about 8 GiB" >&2
+    exit 1
+  fi
   python -m pip install -q --upgrade pip
-  python -m pip install -q "torch==2.14.1" numpy scipy "av>=12" tqdm pillow pytest ninja setuptools wheel
+  python -m pip install -q --no-cache-dir "torch==2.14.1" numpy scipy "av>=12" tqdm pillow pytest ninja setuptools wheel
 fi
 stamp="$VENV/.cvg-build-stamp"
 want=$(cat setup.py pyproject.toml csrc/* 2>/dev/null | sha256sum | cut -c1-16)-${FORCE_CUDA:-0}-${CVG_NO_EXT:-0}
