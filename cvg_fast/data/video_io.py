@@ -592,7 +592,10 @@ def _pick_pix_fmt(codec: str, width: int, height: int) -> str:
 
 def _quality_options(codec: str, crf: int) -> dict[str, str]:
     if codec in ("libx264", "libx265"):
-        return {"crf": str(crf), "preset": "medium"}
+        # veryfast, not x264's default medium: encoding sits on generation's critical path
+        # on a CPU, and on generated clips (32x32, 2 x 1,024 frames, CRF 10) it encoded 2.2x
+        # faster (0.072 s vs 0.158 s) into a file 9% smaller; CRF keeps the quality
+        return {"crf": str(crf), "preset": "veryfast"}
     if codec == "libvpx-vp9":
         return {"crf": str(crf), "b": "0", "row-mt": "1"}
     if codec == "libvpx":
