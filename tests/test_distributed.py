@@ -84,3 +84,23 @@ def test_torchrun_two_processes_train_and_resume(synth_data, tmp_path):
                        env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert load_checkpoint(checkpoint_path(tmp_path / "run", 1))["step"] == 3
+
+
+def test_ranks_wait_on_a_file_not_a_collective(tmp_path):
+    import threading
+
+    from cvg_fast.errors import CvgError
+    from cvg_fast.training import distributed as D
+
+    assert len(D.launch_token()) == 16 and D.launch_token() != D.launch_token()  # 1 process
+    ready = tmp_path / ".ready"
+    timer = threading.Timer(0.3, D.publish, args=(ready,))
+    timer.start()
+    D.wait_for(ready, "indexing", poll_s=0.02)  # returns once rank 0 has published
+    timer.join()
+    failed = tmp_path / ".failed"
+    D.publish(failed, error="/data: no video files found")
+    with pytest.raises(CvgError, match="rank 0 failed indexing: /data: no video files found"):
+        D.wait_for(failed, "indexing")
+    with pytest.raises(CvgError, match="never appeared"):
+        D.wait_for(tmp_path / ".never", "indexing", poll_s=0.01, timeout_s=0.05)

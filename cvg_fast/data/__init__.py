@@ -12,6 +12,7 @@ from cvg_fast.data.video_io import (
     VideoWriter,
     probe_video,
     read_clip,
+    read_frames,
     save_frame_grid_png,
     write_video,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "VideoWriter",
     "probe_video",
     "read_clip",
+    "read_frames",
     "save_frame_grid_png",
     "scan_video_folder",
     "synthetic_class_names",

@@ -16,6 +16,8 @@ An item is one clip: `{"video": float32 (T, 3, H, W) in [-1, 1], "label": int64 
 Its start frame is drawn from `torch.Generator().manual_seed(seed)`, so the data of a
 training run is a pure function of (index, seed): pass `(index, seed)` keys from the
 sampler, e.g. seed = hash of (run seed, step), to make every batch reproducible.
+With `views` (a `LevelViews`), an item is instead the pyramid views one training level
+uses, decoded from only the frames they need.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cvg_fast.data import video_io
+from cvg_fast.data.level_views import LevelViews
 from cvg_fast.data.video_io import VIDEO_EXTENSIONS, VideoInfo
 from cvg_fast.errors import CvgError
 
@@ -274,6 +277,7 @@ class VideoFolder(Dataset):
         skip_bad: bool = False,
         index_cache: str | os.PathLike | None = None,
         progress: bool = True,
+        views: LevelViews | None = None,
     ):
         params = (("clip_frames", clip_frames), ("size", size), ("frame_stride", frame_stride))
         for name, value in params:
@@ -284,6 +288,10 @@ class VideoFolder(Dataset):
         self.size = int(size)
         self.frame_stride = int(frame_stride)
         self.skip_bad = bool(skip_bad)
+        if views is not None and (views.top_frames, views.shapes[-1][1]) != (clip_frames, size):
+            raise ValueError(f"VideoFolder: views are of {views.top_frames}-frame {views.shapes[-1][1]}px "
+                             f"clips, the folder reads {clip_frames}-frame {size}px clips")
+        self.views = views
         self.frames_needed = (self.clip_frames - 1) * self.frame_stride + 1
 
         classes, items = scan_video_folder(self.root)
@@ -376,13 +384,20 @@ class VideoFolder(Dataset):
     def _load(self, index: int, seed: int) -> dict[str, torch.Tensor]:
         info = self.videos[index]
         start = self.clip_start(index, seed)
-        clip = video_io.read_clip(info.path, start, self.clip_frames, self.frame_stride, self.size)
-        video = torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2))).float()
-        video = video.div_(127.5).sub_(1.0)
-        return {"video": video, "label": torch.tensor(self.labels[index], dtype=torch.int64)}
+        label = torch.tensor(self.labels[index], dtype=torch.int64)
+        if self.views is None:
+            clip = video_io.read_clip(info.path, start, self.clip_frames, self.frame_stride,
+                                      self.size)
+            return {"video": _to_float(clip), "label": label}
+        picks = self.views.top_indices(self.views.window_start(seed))
+        frames = video_io.read_frames(info.path, [start + i * self.frame_stride for i in picks],
+                                      self.size)
+        return {**self.views.views(_to_float(frames)), "label": label}
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
-        """index or (index, seed) -> {"video": (T, 3, H, W) float32 in [-1, 1], "label": int64}."""
+        """index or (index, seed) -> {"video": (T, 3, H, W) float32 in [-1, 1], "label": int64};
+        with `views`, {"high", "low" (upscaling levels), "label"} instead of "video"
+        (`LevelViews.views`), from the same clip."""
         index, seed = self._parse_key(key)
         n = len(self)
         for attempt in range(n if self.skip_bad else 1):
@@ -403,6 +418,12 @@ class VideoFolder(Dataset):
         raise CvgError(
             f"no video in {self.root} could be decoded; check the files (see the warnings above)"
         )
+
+
+def _to_float(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (T, 3, H, W) in [-1, 1]."""
+    video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float()
+    return video.div_(127.5).sub_(1.0)
 
 
 def _short_reason(msg: str) -> str:

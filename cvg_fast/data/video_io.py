@@ -34,6 +34,7 @@ __all__ = [
     "VideoInfo",
     "probe_video",
     "read_clip",
+    "read_frames",
     "VideoWriter",
     "write_video",
     "save_frame_grid_png",
@@ -530,13 +531,31 @@ def read_clip(
     Raises CvgError naming the file when fewer frames decode than needed or when
     FFmpeg reports damaged data.
     """
-    path = os.fspath(path)
     if start < 0 or num_frames < 1 or stride < 1 or (size is not None and size < 1):
         raise ValueError(
             f"read_clip: need start >= 0, num_frames >= 1, stride >= 1, size >= 1 "
             f"(got start={start}, num_frames={num_frames}, stride={stride}, size={size})"
         )
-    wanted = [start + k * stride for k in range(num_frames)]
+    return read_frames(path, [start + k * stride for k in range(num_frames)], size)
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int], size: int | None = None
+                ) -> np.ndarray:
+    """Frames at `indices` (strictly increasing, >= 0) as uint8 (len(indices), size, size, 3),
+    resized and cropped as `read_clip` does, which this generalises.
+
+    Why: a training level uses only some frames of a clip (level 1 every K-th, an
+    upscaling level one window); only those are converted and resized, and a long
+    video is entered at the keyframe before the first of them.
+    """
+    path = os.fspath(path)
+    wanted = [int(i) for i in indices]
+    if not wanted or wanted[0] < 0 or any(b <= a for a, b in zip(wanted, wanted[1:])):
+        raise ValueError(f"read_frames: indices must be non-empty, >= 0 and strictly "
+                         f"increasing, got {wanted[:8]}{' ...' if len(wanted) > 8 else ''}")
+    if size is not None and size < 1:
+        raise ValueError(f"read_frames: size must be >= 1, got {size}")
+    start = wanted[0]
     try:
         frames = None
         if start >= _SEEK_MIN_START:

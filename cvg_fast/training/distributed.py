@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -98,3 +99,52 @@ def check_consistent(module: nn.Module, world: int, name: str) -> None:
     values = [float(g) for g in gathered]
     if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
         raise RuntimeError(f"{name}: weights differ across processes: {values}")
+
+
+def launch_token() -> str:
+    """A random token, the same on every process of this launch (rank 0's, broadcast at once:
+    no rank is busy yet, so this collective cannot time out). Names this launch's files."""
+    token = [os.urandom(8).hex()]
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast_object_list(token, src=0)
+    return token[0]
+
+
+def publish(path: os.PathLike, error: str | None = None) -> None:
+    """Rank 0: tell the processes waiting in `wait_for` that its work is done (or failed,
+    with `error`, one line). Atomic: a waiter never reads half a file."""
+    from cvg_fast.models.checkpoint import atomic_write_bytes
+
+    text = ("error\n" + error if error is not None else "ok\n").encode()
+    atomic_write_bytes(Path(path), lambda f: f.write(text))
+
+
+def wait_for(path: os.PathLike, what: str, poll_s: float = 0.5, note_every_s: float = 120.0,
+             timeout_s: float | None = None) -> None:
+    """Ranks > 0: wait until rank 0 `publish`es `path`, polling the file system.
+
+    Why not a barrier: rank 0 may probe a dataset for longer than a collective's timeout
+    (NCCL's default is 10 minutes; Kinetics has ~350k files). Waiting on a file has no
+    such limit; a note goes to stderr every `note_every_s`. Raises CvgError with rank 0's
+    message when rank 0 failed, and after `timeout_s` (None: no limit) without an answer.
+    """
+    import sys
+    import time
+
+    from cvg_fast.errors import CvgError
+
+    path = Path(path)
+    t0 = last_note = time.monotonic()
+    while not path.exists():
+        now = time.monotonic()
+        if timeout_s is not None and now - t0 > timeout_s:
+            raise CvgError(f"waited {now - t0:.0f}s for rank 0 to finish {what} ({path} never "
+                           "appeared); is the run folder on a file system every node shares?")
+        if now - last_note >= note_every_s:
+            print(f"cvg_fast: still waiting for rank 0 to finish {what} "
+                  f"({now - t0:.0f}s)", file=sys.stderr, flush=True)
+            last_note = now
+        time.sleep(poll_s)
+    lines = path.read_text().splitlines()
+    if lines and lines[0] == "error":
+        raise CvgError(f"rank 0 failed {what}: {' '.join(lines[1:])}")

@@ -265,7 +265,9 @@ class LevelTrainer:
         return torch.gather(x, 1, idx.view(*idx.shape, 1, 1, 1).expand(-1, -1, *x.shape[2:]))
 
     def real_pair(self, video: torch.Tensor, gen: torch.Generator):
-        """(x^L, x^{L-1}) from the data pyramid of a top-level clip, windowed for L > 1."""
+        """(x^L, x^{L-1}) from the data pyramid of a top-level clip, windowed for L > 1.
+        (Loaders built by `train_level` deliver these views decoded already: see
+        `cvg_fast.data.level_views`; this is the path for whole clips.)"""
         views = pyramid(video, _shapes(self.cfg, self.cfg.num_levels))
         high = views[self.level - 1]
         if self.level == 1:
@@ -324,15 +326,19 @@ class LevelTrainer:
     # ------------------------------------------------------------------ step
     def train_step(self, batch: dict) -> dict:
         tc = self.tc
-        video = batch["video"].to(self.device, non_blocking=True)
-        n = video.shape[0]
         y = batch["label"].to(self.device) if self.num_classes > 0 else None
         gen = self._gen("step")
         # bf16 autocast on CPU (AVX512-BF16, oneDNN) and CUDA alike; spectral norm's power
         # iteration and sigma, f_s and the upscaler's residual sum stay fp32 inside
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16,
                              enabled=self.precision.amp == "bf16")
-        real_high, real_low = self.real_pair(video, gen)
+        if "high" in batch:  # the loader decoded only this level's views (LevelViews)
+            real_high = batch["high"].to(self.device, non_blocking=True)
+            real_low = batch["low"].to(self.device, non_blocking=True) if self.level > 1 else None
+        else:  # whole top-level clips: the pyramid and the window here
+            real_high, real_low = self.real_pair(batch["video"].to(self.device, non_blocking=True),
+                                                 gen)
+        n = real_high.shape[0]
         with amp:  # the frozen levels below in the precision they are sampled with
             fake_low = self.fake_input(y, n, gen)
         yy = torch.cat([y, y]) if y is not None else None
@@ -564,12 +570,23 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
     numbers go to log.jsonl as {"eval": {"step": ..., name: value, ...}}.
     """
     from cvg_fast.data import VideoFolder
+    from cvg_fast.data.level_views import LevelViews
 
     cfg.validate()
     dist = D.init_distributed(device)
     out = Path(out)
     top = cfg.levels[-1]
     cache = out / "data_index.json"
+    views = LevelViews.for_level(cfg, level)  # decode only the frames this level trains on
+    # Rank 0 probes the folder (cached in the run folder) while the others wait on a file,
+    # not in a collective that times out (NCCL: 10 minutes) on a large dataset.
+    ready = out / f".data_index_ready.{D.launch_token()}"
+
+    def folder(show: bool) -> VideoFolder:
+        return VideoFolder(data, clip_frames=top.frames, size=top.size,
+                           frame_stride=cfg.frame_stride, skip_bad=skip_bad_videos,
+                           index_cache=cache, progress=show, views=views)
+
     if dist.is_main:
         from cvg_fast.ops.backends import describe_backends
 
@@ -577,17 +594,22 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
             print(f"cvg_fast: level {level} of {cfg.name!r} on {dist.device} x{dist.world}; "
                   f"backends: {describe_backends()}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
-        dataset = VideoFolder(data, clip_frames=top.frames, size=top.size,
-                              frame_stride=cfg.frame_stride, skip_bad=skip_bad_videos,
-                              index_cache=cache, progress=progress)
-    D.barrier()
-    if not dist.is_main:
-        dataset = VideoFolder(data, clip_frames=top.frames, size=top.size,
-                              frame_stride=cfg.frame_stride, skip_bad=skip_bad_videos,
-                              index_cache=cache, progress=False)
+        try:
+            dataset = folder(progress)
+        except CvgError as exc:
+            if dist.world > 1:
+                D.publish(ready, error=str(exc))
+            raise
+        if dist.world > 1:
+            D.publish(ready)
+    else:
+        D.wait_for(ready, f"indexing {data}")
+        dataset = folder(False)
     trainer = LevelTrainer(cfg, level, dataset, out, Path(prev) if prev else None, dist,
                            resume=resume, overwrite=overwrite, progress=progress,
                            eval_fn=eval_fn, eval_every=eval_every)
+    if dist.is_main:  # every rank has read it: LevelTrainer's broadcasts came after the wait
+        ready.unlink(missing_ok=True)
     if dist.is_main and progress:
         print(f"cvg_fast: precision: {trainer.precision.describe()}", flush=True)
     return trainer.run()
