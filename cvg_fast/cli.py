@@ -10,6 +10,7 @@
     cvg backends                     which fused-op backends this install has
     cvg bench train [--preset P] [--level L|all] [--configs ...]   training-step speed
     cvg bench generate [--preset P] [--lengths ...]                 sampling speed and memory
+    cvg bench data DIR [--presets P,..] [--workers 0,2]            data loading speed
 """
 
 from __future__ import annotations
@@ -448,6 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "whole video then written, fp32), each measurement in a fresh process.")
     bench_generate.add_arguments(bg)
     bg.set_defaults(fn=bench_generate.run_from_args)
+    from cvg_fast import bench_data
+
+    bd = bsub.add_parser(
+        "data", help="clips/s and frames/s a video folder feeds training, per worker count",
+        description="Read training batches from DIR at the presets' clip shapes, whole clips "
+                    "(before level-aware decoding) and each level's views, with 0..N loader "
+                    "workers; prints clips/s and frames read/s.")
+    bench_data.add_arguments(bd)
+    bd.set_defaults(fn=bench_data.run_from_args)
     return p
 
 
