@@ -7,6 +7,7 @@
     cvg train --preset P --level L --data DIR --out RUN   (same as train/level.py)
     cvg memory [--preset P] [--frames 12,24,...]   training-step memory vs length (Fig. 3)
     cvg data synth DIR               the built-in synthetic dataset (real .mp4 files)
+    cvg data index DIR [--split S]   probe a dataset folder (UCF101, Kinetics, BDD100K, ...)
     cvg backends                     which fused-op backends this install has
     cvg bench train [--preset P] [--level L|all] [--configs ...]   training-step speed
     cvg bench generate [--preset P] [--lengths ...]                 sampling speed and memory
@@ -192,7 +193,8 @@ def cmd_eval(args) -> int:
                                    num_videos=args.num_videos, seed=args.seed,
                                    device=args.device, batch_size=args.batch_size,
                                    overlap=args.overlap, skip_bad=args.skip_bad_videos,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, split=args.split,
+                                   layout=args.layout)
     print(report)
     print(f"appended {len(results)} lines to {Path(args.run) / 'metrics.jsonl'} "
           f"({time.time() - t0:.0f}s)")
@@ -247,7 +249,7 @@ def cmd_data_index(args) -> int:
     from cvg_fast.data.folder_index import index_folder
 
     index = index_folder(args.dir, index_cache=args.cache, progress=not args.no_progress,
-                         use_cache=not args.no_cache)
+                         use_cache=not args.no_cache, split=args.split, layout=args.layout)
     print(index.report(max_failures=args.max_failures))
     return 0
 
@@ -361,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--skip-bad-videos", action="store_true",
                    help="skip unreadable or too-short real videos instead of stopping")
+    from cvg_fast.data.layouts import LAYOUT_HELP, SPLIT_HELP
+
+    e.add_argument("--split", default=None, help=f"real videos: {SPLIT_HELP}")
+    e.add_argument("--layout", default="auto", help=LAYOUT_HELP)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(fn=cmd_eval)
 
@@ -397,16 +403,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--codec", default="h264", choices=sorted(SYNTH_CODECS),
                    help="h264 (.mp4, default), vp9 (.webm) or mjpeg (.avi)")
     s.set_defaults(fn=cmd_synth)
+    from cvg_fast.data.layouts import LAYOUT_HELP, SPLIT_HELP
+
     di = dsub.add_parser("index", help="probe every video of a folder and summarise it",
                          description="Videos, classes, total frames, frame rates, sizes and "
-                                     "codecs of a dataset folder (class subfolders or flat), "
-                                     "and every unreadable file with its reason. The probe "
-                                     "results are cached for training runs.")
+                                     "codecs of a dataset folder (UCF101 with its split "
+                                     "files, Kinetics with its CSVs, BDD100K split folders, "
+                                     "class subfolders or flat), and every unreadable file "
+                                     "with its reason. The probe results are cached for "
+                                     "training runs.")
     di.add_argument("dir")
     di.add_argument("--cache", default=None, help="index cache JSON (default: "
                                                   "DIR/.cvg_cache/data_index.json)")
     di.add_argument("--no-cache", action="store_true", help="probe everything, write nothing")
     di.add_argument("--max-failures", type=int, default=20, help="unreadable files listed")
+    di.add_argument("--split", default=None, help=SPLIT_HELP)
+    di.add_argument("--layout", default="auto", help=LAYOUT_HELP)
     di.add_argument("--no-progress", action="store_true")
     di.set_defaults(fn=cmd_data_index)
 

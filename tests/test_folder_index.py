@@ -68,3 +68,18 @@ def test_cli_prints_the_summary_and_errors_in_one_line(damaged, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "7 videos, 2 classes" in p.stdout and "empty.mp4" in p.stdout
     _one_line_error(_cvg("data", "index", str(tmp_path / "nowhere")), "does not exist")
+
+
+def test_indexing_one_subset_keeps_the_others_cache_entries(damaged, monkeypatch, tmp_path):
+    """Indexing split A, then B, then A again probes A once (B's rewrite keeps A's entries)."""
+    rels = sorted(str(p.relative_to(damaged)) for p in damaged.rglob("*.mp4"))
+    a, b = rels[: len(rels) // 2], rels[len(rels) // 2:]
+    cache = tmp_path / "index.json"
+    calls = []
+    original = video_folder._probe_one
+    monkeypatch.setattr(video_folder, "_probe_one", lambda p: calls.append(p) or original(p))
+    first = video_folder.probe_videos(str(damaged), a, cache, progress=False)
+    video_folder.probe_videos(str(damaged), b, cache, progress=False)
+    assert len(calls) == len(rels)
+    again = video_folder.probe_videos(str(damaged), a, cache, progress=False)
+    assert len(calls) == len(rels) and again == first

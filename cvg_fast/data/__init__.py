@@ -4,6 +4,7 @@ Frames are uint8 (T, H, W, 3) numpy arrays inside `video_io`; `VideoFolder` item
 float32 (T, 3, H, W) tensors in [-1, 1] (a DataLoader batch is (N, T, 3, H, W)).
 """
 
+from cvg_fast.data.layouts import DatasetListing, detect_layout
 from cvg_fast.data.synthetic import synthetic_class_names, write_synthetic_dataset
 from cvg_fast.data.video_folder import VideoFolder, scan_video_folder
 from cvg_fast.data.video_io import (
@@ -18,10 +19,12 @@ from cvg_fast.data.video_io import (
 )
 
 __all__ = [
+    "DatasetListing",
     "VIDEO_EXTENSIONS",
     "VideoFolder",
     "VideoInfo",
     "VideoWriter",
+    "detect_layout",
     "probe_video",
     "read_clip",
     "read_frames",

@@ -1,14 +1,17 @@
 """`cvg data index DIR`: what a video folder holds, before a run trains on it.
 
     summary = index_folder("/data/UCF-101")      # probes every video (cached, parallel)
+    summary = index_folder("/data/UCF-101", split="test1")  # one split (see data/layouts.py)
     print(summary.report())
 
 Why: a training run should not be the first thing to find that a tenth of a dataset
 does not decode, or that it mixes 25 and 30 fps. The report gives the videos, the
 classes (`N classes`, or unconditional for a flat folder), the total frames, and
 the frame rates, sizes and codecs with their counts, then every unreadable file
-with its reason. The probe results go to the same JSON index cache `VideoFolder`
-and the trainer read, so a later run (or a second `cvg data index`) reuses them.
+with its reason; its second line names the layout and split read, and a layout with
+split files or CSVs counts the listed videos missing on disk. The probe results go to
+the same JSON index cache `VideoFolder` and the trainer read, so a later run (or a
+second `cvg data index`) reuses them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cvg_fast.data.video_folder import probe_videos, scan_video_folder
+from cvg_fast.data.layouts import DatasetListing, detect_layout
+from cvg_fast.data.video_folder import probe_videos
 from cvg_fast.data.video_io import VideoInfo
 
 DEFAULT_CACHE = Path(".cvg_cache") / "data_index.json"  # under the data folder
@@ -33,6 +37,7 @@ class FolderIndex:
     videos: list[tuple[str, int, VideoInfo]] = field(default_factory=list)  # (rel, label, info)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (rel, reason)
     cache: str | None = None
+    listing: DatasetListing | None = None  # which files, which labels (layout, split)
 
     @property
     def total_frames(self) -> int:
@@ -43,6 +48,12 @@ class FolderIndex:
         kind = (f"{len(self.classes)} classes" if self.classes is not None
                 else "flat folder (unconditional)")
         lines = [f"{self.root}: {n_ok + n_bad} videos, {kind}"]
+        if self.listing is not None:
+            lines.append(f"layout: {self.listing.describe()}")
+            missing = self.listing.missing
+            if self.listing.layout in ("ucf101", "kinetics"):  # the layouts with lists
+                lines.append(f"missing: {len(missing):,} listed videos not on disk"
+                             + (f" (e.g. {', '.join(missing[:3])})" if missing else ""))
         lines.append(f"readable: {n_ok} videos, {self.total_frames} frames in all")
         infos = [info for _, _, info in self.videos]
         if infos:
@@ -69,7 +80,7 @@ class FolderIndex:
         return "\n".join(lines)
 
 
-def _counts(values, most: int = 5) -> str:
+def _counts(values, most: int = 12) -> str:
     c = Counter(values)
     parts = [f"{v} ({n})" for v, n in c.most_common(most)]
     if len(c) > most:
@@ -88,17 +99,20 @@ def _default_cache(root: str) -> str | None:
 
 
 def index_folder(root: str | os.PathLike, index_cache: str | os.PathLike | None = None,
-                 progress: bool = True, use_cache: bool = True) -> FolderIndex:
-    """Scan `root` (class subfolders or flat), probe every video in parallel threads with a
-    progress bar, and return what was found. index_cache: the JSON cache to read and update
-    (default: root/.cvg_cache/data_index.json when the folder is writable)."""
+                 progress: bool = True, use_cache: bool = True, split: str | None = None,
+                 layout: str = "auto") -> FolderIndex:
+    """List `root` with `detect_layout(root, split, layout)`, probe every video in parallel
+    threads with a progress bar, and return what was found. index_cache: the JSON cache to
+    read and update (default: root/.cvg_cache/data_index.json when the folder is writable)."""
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
-    classes, items = scan_video_folder(root)
+    listing = detect_layout(root, split, layout)
+    classes, items = listing.classes, listing.items
     cache = None
     if use_cache:
         cache = os.fspath(index_cache) if index_cache is not None else _default_cache(root)
     results = probe_videos(root, [rel for rel, _ in items], cache, progress)
-    index = FolderIndex(root, list(classes) if classes is not None else None, cache=cache)
+    index = FolderIndex(root, list(classes) if classes is not None else None, cache=cache,
+                        listing=listing)
     for (rel, label), result in zip(items, results):
         if isinstance(result, VideoInfo):
             index.videos.append((rel, label, result))

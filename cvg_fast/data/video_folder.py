@@ -1,12 +1,9 @@
 """A torch Dataset over a folder of real video files (UCF101, Kinetics, BDD100K, ...).
 
-Layouts:
-  root/<class_name>/**/<video>   one subfolder per class, class index = sorted names
-                                 (UCF101, Kinetics-600)  -> conditional, num_classes = #folders
-  root/<video>                   flat folder (BDD100K videos/train/*.mov)
-                                 -> one class, num_classes = 0 (unconditional)
-Hidden files and folders (name starts with '.') are ignored, and so are files whose
-suffix is not a video suffix (`VIDEO_EXTENSIONS`), e.g. a README or a .csv.
+Layouts (`cvg_fast.data.layouts.detect_layout`, with `split=` and `layout=`): UCF101
+with its split files, Kinetics with its CSVs, BDD100K split folders, and the generic
+root/<class_name>/**/<video> (class index = sorted names -> conditional) or flat
+root/<video> (num_classes = 0, unconditional).
 
 Every file is probed once (frame count, first frame decoded) in a small thread pool
 (PyAV releases the GIL); `index_cache` keeps those results in a JSON file so a
@@ -34,8 +31,9 @@ import torch
 from torch.utils.data import Dataset
 
 from cvg_fast.data import video_io
+from cvg_fast.data.layouts import detect_layout
 from cvg_fast.data.level_views import LevelViews
-from cvg_fast.data.video_io import VIDEO_EXTENSIONS, VideoInfo
+from cvg_fast.data.video_io import VideoInfo
 from cvg_fast.errors import CvgError
 
 __all__ = ["VideoFolder", "scan_video_folder"]
@@ -46,101 +44,11 @@ _SKIP_FLAG = "--skip-bad-videos (skip_bad=True)"
 _PROGRESS_MIN_FILES = 50
 
 
-def _is_video(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
-
-
-def _walk_videos(folder: str, root: str) -> tuple[list[str], int, list[str]]:
-    """Video paths under `folder` (relative to `root`, sorted), the number of other
-    files seen, and a few of their names. Follows symlinks, never a loop twice."""
-    videos, others, other_names = [], 0, []
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if _is_video(name):
-                videos.append(os.path.relpath(os.path.join(dirpath, name), root))
-            else:
-                others += 1
-                if len(other_names) < 3:
-                    other_names.append(os.path.relpath(os.path.join(dirpath, name), root))
-    return sorted(videos), others, other_names
-
-
 def scan_video_folder(root: str | os.PathLike) -> tuple[list[str] | None, list[tuple[str, int]]]:
-    """Find the videos of a dataset folder without opening them.
-
-    Returns (classes, items): classes is the sorted class-folder names, or None for a
-    flat folder; items is [(path relative to root, label)], sorted by class then path.
-    Raises CvgError for a missing root, a file instead of a folder, no videos, or a
-    mix of loose videos and class folders.
-    """
-    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
-    if not os.path.exists(root):
-        raise CvgError(
-            f"dataset folder {root} does not exist; check the path "
-            f"(or make a synthetic dataset with `cvg data synth {root}`)"
-        )
-    if not os.path.isdir(root):
-        raise CvgError(
-            f"{root} is a file, not a folder; pass the folder that holds the videos "
-            "or the class folders"
-        )
-    entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
-    loose, subdirs, others, other_names = [], [], 0, []
-    for name in entries:
-        full = os.path.join(root, name)
-        if os.path.isdir(full):
-            subdirs.append(name)
-        elif _is_video(name):
-            loose.append(name)
-        else:
-            others += 1
-            if len(other_names) < 3:
-                other_names.append(name)
-    per_class = {}
-    for name in subdirs:
-        vids, n_other, names = _walk_videos(os.path.join(root, name), root)
-        per_class[name] = vids
-        others += n_other
-        other_names.extend(names[: max(0, 3 - len(other_names))])
-    with_videos = [c for c in subdirs if per_class[c]]
-    if loose and with_videos:
-        raise CvgError(
-            f"{root} holds both loose videos (e.g. {loose[0]}) and class folders with videos "
-            f"(e.g. {with_videos[0]}/); move every video into a class folder, "
-            "or point at a folder of videos only"
-        )
-    if loose:
-        return None, [(name, 0) for name in loose]
-    if not with_videos:
-        seen = f"; found {others} other files (e.g. {', '.join(other_names)})" if others else ""
-        raise CvgError(
-            f"no video files found in {root}{seen}; expected {root}/<class>/<video> or "
-            f"{root}/<video> with a video suffix such as .mp4 .avi .mkv .webm .mov"
-        )
-    if others:  # say so: a video with an unexpected suffix must not vanish silently
-        warnings.warn(
-            f"{root}: ignored {others} file(s) without a video suffix "
-            f"(e.g. {', '.join(other_names)}); rename real videos to .mp4/.avi/... to use them",
-            stacklevel=3,
-        )
-    empty = [c for c in subdirs if not per_class[c]]
-    if empty:
-        warnings.warn(
-            f"{root}: {len(empty)} class folder(s) hold no videos and get no samples: "
-            f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}",
-            stacklevel=3,
-        )
-    items = [(rel, label) for label, c in enumerate(subdirs) for rel in per_class[c]]
-    return subdirs, items
+    """(classes, items) of `detect_layout(root)` (see `cvg_fast.data.layouts`): classes is
+    None when unconditional; items is [(path relative to root, label)]."""
+    listing = detect_layout(root)
+    return listing.classes, listing.items
 
 
 def _probe_one(path: str) -> VideoInfo | str:
@@ -235,9 +143,12 @@ def probe_videos(root: str, rels: list[str], index_cache=None,
             for k, result in zip(todo, pool.map(_probe_one, [paths[k] for k in todo])):
                 results[k] = result
                 bar.update(1)
-    present = {rel for rel, stat in zip(rels, stats) if stat is not None}
-    if cache_path is not None and (todo or set(cached) != present):
-        entries = {}
+    # Entries of files outside this request (another split, another layout) are kept:
+    # indexing train then test must not re-probe train next time.
+    requested = set(rels)
+    gone = {rel for rel, stat in zip(rels, stats) if stat is None and rel in cached}
+    if cache_path is not None and (todo or gone):
+        entries = {rel: e for rel, e in cached.items() if rel not in requested}
         for rel, path, stat, result in zip(rels, paths, stats, results):
             if stat is None:
                 continue
@@ -257,8 +168,9 @@ def probe_videos(root: str, rels: list[str], index_cache=None,
 class VideoFolder(Dataset):
     """Clips of `clip_frames` frames, every `frame_stride`-th frame, `size` x `size` px.
 
-    Attributes: classes (sorted class-folder names, [] when flat), num_classes (0 when
-    flat: unconditional), videos (list[VideoInfo]), labels (list[int]), root.
+    Attributes: classes (label -> class name, [] when flat), num_classes (0 when flat:
+    unconditional), videos (list[VideoInfo]), labels (list[int]), root, listing (the
+    DatasetListing of `detect_layout(root, split, layout)`: layout, split, missing).
     Keeps no open files: safe to pickle into DataLoader workers.
 
     Bad files: an unreadable file or one shorter than (clip_frames-1)*frame_stride+1
@@ -277,6 +189,8 @@ class VideoFolder(Dataset):
         skip_bad: bool = False,
         index_cache: str | os.PathLike | None = None,
         progress: bool = True,
+        split: str | None = None,
+        layout: str = "auto",
         views: LevelViews | None = None,
     ):
         params = (("clip_frames", clip_frames), ("size", size), ("frame_stride", frame_stride))
@@ -294,7 +208,8 @@ class VideoFolder(Dataset):
         self.views = views
         self.frames_needed = (self.clip_frames - 1) * self.frame_stride + 1
 
-        classes, items = scan_video_folder(self.root)
+        self.listing = detect_layout(self.root, split, layout)
+        classes, items = self.listing.classes, self.listing.items
         probed = self._probe_all([rel for rel, _ in items], index_cache, progress)
 
         videos, labels, unreadable, short = [], [], [], []

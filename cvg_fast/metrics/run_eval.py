@@ -64,7 +64,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, metrics: list[
                  i3d: str | os.PathLike | None = None, num_videos: int = DEFAULT_NUM_VIDEOS,
                  seed: int = 0, device=None, batch_size: int = 16, overlap: float = 0.0,
                  progress: bool = True, skip_bad: bool = False, log: bool = True,
-                 detectors: dict | None = None) -> tuple[dict[str, MetricResult], str]:
+                 detectors: dict | None = None, split: str | None = None,
+                 layout: str = "auto") -> tuple[dict[str, MetricResult], str]:
     """Generate through the run's cascade and score it; (results, printable report).
 
     Appends one JSON line per metric to RUN/metrics.jsonl when `log`. detectors:
@@ -81,7 +82,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, metrics: list[
     suite = MetricSuite(specs, data, size=cascade.size, stride=cfg.frame_stride, i3d=i3d,
                         device=device or next(cascade.parameters()).device, seed=seed,
                         progress=progress, skip_bad=skip_bad, batch_size=batch_size,
-                        detectors=detectors)
+                        detectors=detectors, split=split,
+                        layout=layout)
     source = cascade_source(cascade, seed=seed, batch_size=batch_size, overlap=overlap)
     results = suite.evaluate(source, label="cascade")
     if log:
@@ -96,7 +98,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, metrics: list[
 
 def training_eval(data: str | os.PathLike, cfg, level: int, i3d: str | os.PathLike | None = None,
                   num_videos: int = 128, seed: int = 0, skip_bad: bool = False,
-                  detectors: dict | None = None):
+                  detectors: dict | None = None, split: str | None = None,
+                  layout: str = "auto"):
     """The metric hook of a training run: cascade -> {metric name: value}.
 
     Judged at the top level's length and size, so every level of a run is on one scale:
@@ -126,7 +129,7 @@ def training_eval(data: str | os.PathLike, cfg, level: int, i3d: str | os.PathLi
             state["suite"] = MetricSuite(specs, data, size=top.size, stride=cfg.frame_stride,
                                          i3d=i3d, device=next(cascade.parameters()).device,
                                          seed=seed, progress=False, skip_bad=skip_bad,
-                                         detectors=detectors)
+                                         detectors=detectors, split=split, layout=layout)
         if cascade.num_levels == cfg.num_levels:
             source = cascade_source(cascade, seed=seed)
         else:

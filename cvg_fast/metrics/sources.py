@@ -84,7 +84,8 @@ class RealClips:
     """
 
     def __init__(self, root: str | os.PathLike, frames: int, size: int, stride: int = 1,
-                 seed: int = 0, skip_bad: bool = False, progress: bool = False):
+                 seed: int = 0, skip_bad: bool = False, progress: bool = False,
+                 split: str | None = None, layout: str = "auto"):
         from cvg_fast.data import VideoFolder
 
         self.root = Path(root).expanduser().absolute()
@@ -95,7 +96,8 @@ class RealClips:
         except OSError:
             index = None  # no writable cache anywhere: probe without one
         self.folder = VideoFolder(self.root, clip_frames=frames, size=size, frame_stride=stride,
-                                  skip_bad=skip_bad, index_cache=index, progress=progress)
+                                  skip_bad=skip_bad, index_cache=index, progress=progress,
+                                  split=split, layout=layout)
 
     @property
     def available(self) -> int:

@@ -63,7 +63,8 @@ class MetricSuite:
     def __init__(self, specs: list[MetricSpec], data: str | os.PathLike, size: int,
                  stride: int = 1, i3d: str | os.PathLike | None = None, device="cpu",
                  seed: int = 0, progress: bool = True, skip_bad: bool = False,
-                 batch_size: int = 16, detectors: dict[str, VideoFeatureNet] | None = None):
+                 batch_size: int = 16, detectors: dict[str, VideoFeatureNet] | None = None,
+                 split: str | None = None, layout: str = "auto"):
         if not specs:
             raise CvgError("no metrics to compute")
         self.specs = list(specs)
@@ -76,6 +77,7 @@ class MetricSuite:
         self._nets: dict[str, VideoFeatureNet] = dict(detectors or {})
         self._real: dict[tuple, tuple[FeatureStats, bool]] = {}
         self._clips: dict[int, RealClips] = {}
+        self.split, self.layout = split, layout  # which real videos (data.layouts)
         for spec in self.specs:  # fail before any long work (training an evaluator, I3D)
             if spec.needs_real:
                 self.real_clips(spec.frames).check(spec.count)
@@ -107,7 +109,8 @@ class MetricSuite:
     def real_clips(self, frames: int) -> RealClips:
         if frames not in self._clips:
             self._clips[frames] = RealClips(self.data, frames, self.size, self.stride, self.seed,
-                                            self.skip_bad, progress=self.progress)
+                                            self.skip_bad, progress=self.progress,
+                                            split=self.split, layout=self.layout)
         return self._clips[frames]
 
     def real_stats(self, spec: MetricSpec) -> tuple[FeatureStats, bool]:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 
 from cvg_fast.config import PRESETS, CascadeConfig, LevelConfig, TrainConfig, get_preset
+from cvg_fast.data.layouts import LAYOUT_HELP, SPLIT_HELP
 
 _CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "z_t_dim", "frame_stride", "fps")
 
@@ -54,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny", help=f"one of {', '.join(sorted(PRESETS))}")
     p.add_argument("--level", type=int, required=True, help="level to train (1 = from noise)")
     p.add_argument("--data", required=True,
-                   help="folder of videos: one subfolder per class, or a flat folder")
+                   help="dataset folder: UCF101, Kinetics (CSVs), BDD100K, one subfolder "
+                        "per class, or a flat folder (see --split, --layout)")
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
+    p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
     p.add_argument("--out", required=True, help="run folder; levels go to OUT/level{L}/")
     p.add_argument("--prev", default=None, help="run folder holding the trained lower levels "
                                                 "(default: --out)")
@@ -113,12 +117,14 @@ def main(argv=None) -> int:
 
         eval_fn = training_eval(args.data, cfg, args.level, i3d=args.i3d,
                                 num_videos=args.eval_videos, seed=cfg.train.seed,
-                                skip_bad=args.skip_bad_videos)
+                                skip_bad=args.skip_bad_videos, split=args.split,
+                                layout=args.layout)
     try:
         result = train_level(cfg, args.level, args.data, args.out, prev=args.prev,
                              resume=args.resume, overwrite=args.overwrite, device=args.device,
                              skip_bad_videos=args.skip_bad_videos, progress=not args.no_progress,
-                             eval_fn=eval_fn, eval_every=args.eval_every)
+                             eval_fn=eval_fn, eval_every=args.eval_every, split=args.split,
+                             layout=args.layout)
     finally:
         shutdown_distributed()
     print(f"level {result.level}: {result.steps} steps in {result.seconds:.0f}s -> "

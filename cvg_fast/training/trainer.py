@@ -562,12 +562,14 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
                 prev: str | os.PathLike | None = None, resume: bool = False,
                 overwrite: bool = False, device: str | None = None, skip_bad_videos: bool = False,
                 progress: bool = True, eval_fn: EvalFn | None = None,
-                eval_every: int = 0) -> TrainResult:
+                eval_every: int = 0, split: str | None = None,
+                layout: str = "auto") -> TrainResult:
     """Train one level of `cfg` on the video folder `data`, into the run folder `out`.
 
     Called by `train/level.py` (under torchrun or alone) and by `cvg demo`. With
     `eval_every` N > 0, `eval_fn(cascade)` runs every N steps and at the end, and its
-    numbers go to log.jsonl as {"eval": {"step": ..., name: value, ...}}.
+    numbers go to log.jsonl as {"eval": {"step": ..., name: value, ...}}. split, layout:
+    which videos of `data` and their labels (`cvg_fast.data.layouts.detect_layout`).
     """
     from cvg_fast.data import VideoFolder
     from cvg_fast.data.level_views import LevelViews
@@ -585,7 +587,8 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
     def folder(show: bool) -> VideoFolder:
         return VideoFolder(data, clip_frames=top.frames, size=top.size,
                            frame_stride=cfg.frame_stride, skip_bad=skip_bad_videos,
-                           index_cache=cache, progress=show, views=views)
+                           index_cache=cache, progress=show, split=split, layout=layout,
+                           views=views)
 
     if dist.is_main:
         from cvg_fast.ops.backends import describe_backends
