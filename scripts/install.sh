@@ -4,6 +4,7 @@
 #   PYTHON=python3.11 bash scripts/install.sh     # choose the interpreter
 #   CVG_NO_EXT=1 bash scripts/install.sh          # pure-Python install (reference backend)
 #   FORCE_CUDA=1 bash scripts/install.sh          # compile the .cu files even without nvcc detection
+#   CVG_DALI=1 bash scripts/install.sh            # add NVIDIA DALI (GPU video decoding)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -24,6 +25,11 @@ if ! python -c "import torch, av, tqdm, numpy, scipy, PIL, pytest, ninja" 2>/dev
   fi
   python -m pip install -q --upgrade pip
   python -m pip install -q --no-cache-dir "torch==2.14.1" numpy scipy "av>=12" tqdm pillow pytest ninja setuptools wheel
+fi
+# CVG_DALI=1: NVIDIA DALI too (the [dali] extra, ~620 MB; DALI's tests skip without it)
+if [ -n "${CVG_DALI:-}" ] && ! python -c "import nvidia.dali" 2>/dev/null; then
+  echo "[install] nvidia-dali-cuda130 (DALI)"
+  python -m pip install -q --no-cache-dir "nvidia-dali-cuda130==2.4.0"
 fi
 stamp="$VENV/.cvg-build-stamp"
 want=$(cat setup.py pyproject.toml csrc/* 2>/dev/null | sha256sum | cut -c1-16)-${FORCE_CUDA:-0}-${CVG_NO_EXT:-0}

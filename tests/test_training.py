@@ -221,7 +221,7 @@ class _SlowClips(_RandomClips):
         return super().__getitem__(key)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.25])
+@pytest.mark.parametrize("delay", [0.0, 1.0])
 def test_data_wait_is_logged_and_reported(tiny_cfg, tmp_path, delay):
     tiny_cfg.train.steps, tiny_cfg.train.log_every, tiny_cfg.train.num_workers = 3, 1, 0
     tiny_cfg.train.batch_size = 2
@@ -232,7 +232,7 @@ def test_data_wait_is_logged_and_reported(tiny_cfg, tmp_path, delay):
         rows = [json.loads(line) for line in f]
     shares = [r["data_wait_pct"] for r in rows if "step" in r]
     assert len(shares) == 3 and all(0 <= s <= 100 for s in shares)
-    if delay:  # 2 items x 0.25 s per step against a tiny step: the loader dominates
-        assert result.data_wait > 0.3 and min(shares) > 30
+    if delay:  # 2 items x 1 s per step against a tiny step (< 1 s even on a loaded machine)
+        assert result.data_wait > 0.3 and max(shares) > 50
     else:
         assert result.data_wait < 0.3

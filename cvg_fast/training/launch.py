@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: cuda if available")
     p.add_argument("--skip-bad-videos", action="store_true",
                    help="skip unreadable or too-short videos instead of stopping")
+    p.add_argument("--data-backend", choices=["auto", "pyav", "dali"], default="auto",
+                   help="who decodes the training clips: pyav (CPU worker processes), dali "
+                        "(NVIDIA DALI: NVDEC on cuda; VP8/VP9/MJPEG only on cpu; files DALI "
+                        "cannot decode fall back to PyAV with a warning) or auto (default: "
+                        "DALI on cuda when installed, else PyAV)")
+    p.add_argument("--dali-only", action="store_true",
+                   help="with DALI: stop with an error instead of reading files DALI cannot "
+                        "decode with PyAV")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-matching", action="store_true",
                    help="drop the matching discriminator (the paper's 'No MD' ablation)")
@@ -124,7 +132,8 @@ def main(argv=None) -> int:
                              resume=args.resume, overwrite=args.overwrite, device=args.device,
                              skip_bad_videos=args.skip_bad_videos, progress=not args.no_progress,
                              eval_fn=eval_fn, eval_every=args.eval_every, split=args.split,
-                             layout=args.layout)
+                             layout=args.layout, data_backend=args.data_backend,
+                             dali_only=args.dali_only)
     finally:
         shutdown_distributed()
     print(f"level {result.level}: {result.steps} steps in {result.seconds:.0f}s -> "

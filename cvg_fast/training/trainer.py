@@ -43,7 +43,7 @@ from cvg_fast.nn.layout import set_channels_last
 from cvg_fast.nn.precision import resolve_precision
 from cvg_fast.ops import pyramid
 from cvg_fast.training import distributed as D
-from cvg_fast.training.data import make_loader
+from cvg_fast.training.data import make_train_loader
 from cvg_fast.training.losses import d_loss, g_loss
 
 
@@ -126,7 +126,8 @@ class LevelTrainer:
     def __init__(self, cfg: CascadeConfig, level: int, dataset, run_dir: Path,
                  prev_run: Path | None, dist: D.DistInfo, resume: bool = False,
                  overwrite: bool = False, progress: bool = True,
-                 eval_fn: EvalFn | None = None, eval_every: int = 0):
+                 eval_fn: EvalFn | None = None, eval_every: int = 0,
+                 data_backend: str = "auto", dali_only: bool = False):
         if not 1 <= level <= cfg.num_levels:
             raise CvgError(f"--level {level} is out of range: preset {cfg.name!r} has levels "
                            f"1..{cfg.num_levels}")
@@ -138,6 +139,7 @@ class LevelTrainer:
         self.run_dir, self.dir = Path(run_dir), level_dir(run_dir, level)
         self.device = dist.device
         self.dataset = dataset
+        self.data_backend, self.dali_only = data_backend, dali_only
         data_classes = getattr(dataset, "num_classes", 0)
         self.num_classes = data_classes if cfg.num_classes < 0 else cfg.num_classes
         if self.num_classes > 0 and data_classes not in (0, self.num_classes):
@@ -456,8 +458,11 @@ class LevelTrainer:
     def run(self) -> TrainResult:
         tc, dist = self.tc, self.dist
         self.dir.mkdir(parents=True, exist_ok=True)
-        loader = make_loader(self.dataset, tc.batch_size, dist.rank, dist.world, tc.seed,
-                             self.step, tc.num_workers, pin_memory=self.device.type == "cuda")
+        loader, data_desc = make_train_loader(self.data_backend, self.dataset, tc.batch_size,
+                                              dist.rank, dist.world, tc.seed, self.step,
+                                              tc.num_workers, self.device, self.dali_only)
+        if dist.is_main and self.progress:  # beside the precision line train_level prints
+            print(f"cvg_fast: {data_desc}", flush=True)
         bar = None
         if dist.is_main and self.progress:
             from tqdm.auto import tqdm
@@ -562,14 +567,15 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
                 prev: str | os.PathLike | None = None, resume: bool = False,
                 overwrite: bool = False, device: str | None = None, skip_bad_videos: bool = False,
                 progress: bool = True, eval_fn: EvalFn | None = None,
-                eval_every: int = 0, split: str | None = None,
-                layout: str = "auto") -> TrainResult:
+                eval_every: int = 0, split: str | None = None, layout: str = "auto",
+                data_backend: str = "auto", dali_only: bool = False) -> TrainResult:
     """Train one level of `cfg` on the video folder `data`, into the run folder `out`.
 
     Called by `train/level.py` (under torchrun or alone) and by `cvg demo`. With
     `eval_every` N > 0, `eval_fn(cascade)` runs every N steps and at the end, and its
     numbers go to log.jsonl as {"eval": {"step": ..., name: value, ...}}. split, layout:
     which videos of `data` and their labels (`cvg_fast.data.layouts.detect_layout`).
+    `data_backend` ("auto" | "pyav" | "dali") and `dali_only`: see `make_train_loader`.
     """
     from cvg_fast.data import VideoFolder
     from cvg_fast.data.level_views import LevelViews
@@ -610,7 +616,8 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
         dataset = folder(False)
     trainer = LevelTrainer(cfg, level, dataset, out, Path(prev) if prev else None, dist,
                            resume=resume, overwrite=overwrite, progress=progress,
-                           eval_fn=eval_fn, eval_every=eval_every)
+                           eval_fn=eval_fn, eval_every=eval_every,
+                           data_backend=data_backend, dali_only=dali_only)
     if dist.is_main:  # every rank has read it: LevelTrainer's broadcasts came after the wait
         ready.unlink(missing_ok=True)
     if dist.is_main and progress:
