@@ -10,7 +10,8 @@ sampler, workers and collation as `train_level`) and reports clips/s and frames 
     level l      only what level l trains on (`LevelViews`: level 1 every K-th frame,
                  an upscaling level one window), as `train_level` reads now
 
-with 0..N loader workers. Timing starts after the first batch, so worker start-up and
+with 0..N loader workers; and, when DALI is installed, DALI's CPU reader on whole clips
+(VP8/VP9/MJPEG files only) with 1..N threads. Timing starts after the first batch, so worker start-up and
 the first file opens are not counted. Results go to bench/results/data_<device>.json.
 """
 
@@ -35,7 +36,7 @@ DEFAULT_PRESETS = ("kinetics600", "bdd100k")
 @dataclass
 class DataRow:
     preset: str
-    source: str  # "pyav"
+    source: str  # "pyav" or "dali"
     reads: str  # "whole clip" or "level l"
     workers: int
     clips: int
@@ -76,12 +77,40 @@ def measure_loader(dataset, batch_size: int, workers: int, batches: int, seed: i
     return seconds, batches * batch_size, shape
 
 
+def measure_dali(dataset, batch_size: int, threads: int, batches: int, device: str = "cpu"
+                 ) -> tuple[float, int, str, int] | None:
+    """DALI's reader over the files of `dataset` it decodes on `device` (whole clips):
+    (seconds, clips, item shape, files), or None when it decodes none of them."""
+    from cvg_fast.data.dali_source import DaliClipLoader, split_by_decoder
+
+    ok, _ = split_by_decoder(dataset.videos, device)
+    if not ok:
+        return None
+    loader = DaliClipLoader([dataset.videos[i].path for i in ok], [dataset.labels[i] for i in ok],
+                            dataset.clip_frames, dataset.frame_stride, dataset.size, batch_size,
+                            device, num_threads=max(1, threads),
+                            frames=[dataset.videos[i].frames for i in ok])
+    it = iter(loader)
+    first = next(it)
+    shape = _item_shape({k: v[0] for k, v in first.items() if isinstance(v, torch.Tensor)})
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return time.perf_counter() - t0, batches * batch_size, shape, len(ok)
+
+
 def bench_data(root: str | os.PathLike, presets=DEFAULT_PRESETS, workers=(0, 2),
                batches: int = 6, batch_size: int = 4, levels: str = "all",
-               skip_bad: bool = False, log=None) -> list[DataRow]:
-    """Measure every (preset, whole clip / level, workers) combination over `root`."""
+               skip_bad: bool = False, log=None, dali: bool | None = None) -> list[DataRow]:
+    """Measure every (preset, whole clip / level, workers) combination over `root`; with
+    `dali` (None: when installed) also DALI's CPU reader on whole clips, `workers` read
+    as its thread counts (0 -> 1)."""
     from cvg_fast.data import VideoFolder
+    from cvg_fast.data.dali_source import dali_available
     from cvg_fast.data.level_views import LevelViews
+
+    if dali is None:
+        dali = dali_available()
 
     log = log or (lambda msg: None)
     rows: list[DataRow] = []
@@ -100,16 +129,27 @@ def bench_data(root: str | os.PathLike, presets=DEFAULT_PRESETS, workers=(0, 2),
                 log(f"{name}: {label}, {w} workers ...")
                 seconds, clips, shape = measure_loader(ds, batch_size, w, batches)
                 rows.append(DataRow(name, "pyav", label, w, clips, seconds, per_clip, shape))
+            if views is None and dali:
+                for w in workers:
+                    log(f"{name}: {label}, DALI cpu reader, {max(1, w)} threads ...")
+                    got = measure_dali(ds, batch_size, w, batches)
+                    if got is None:
+                        log(f"{name}: DALI's cpu reader decodes none of these files "
+                            f"(VP8/VP9/MJPEG only): no DALI row")
+                        break
+                    seconds, clips, shape, _ = got
+                    rows.append(DataRow(name, "dali", label, w, clips, seconds, per_clip, shape))
     return rows
 
 
 def report(rows: list[DataRow], header: str = "") -> str:
     lines = [header] if header else []
     lines.append(f"{'preset':<12} {'source':<6} {'reads':<11} {'workers':>7} {'clips/s':>8} "
-                 f"{'frames read/s':>13} {'vs whole clip':>13}  item")
-    whole = {(r.preset, r.source, r.workers): r.clips_per_s for r in rows if r.reads == "whole clip"}
+                 f"{'frames read/s':>13} {'vs PyAV whole':>13}  item")
+    whole = {(r.preset, r.workers): r.clips_per_s for r in rows
+             if r.reads == "whole clip" and r.source == "pyav"}
     for r in rows:
-        base = whole.get((r.preset, r.source, r.workers))
+        base = whole.get((r.preset, r.workers))
         ratio = f"{r.clips_per_s / base:.2f}x" if base else "-"
         lines.append(f"{r.preset:<12} {r.source:<6} {r.reads:<11} {r.workers:>7} "
                      f"{r.clips_per_s:>8.1f} {r.frames_per_s:>13.0f} {ratio:>13}  {r.out_shape}")
@@ -137,6 +177,8 @@ def add_arguments(p) -> None:
                    help="timed batches per measurement, after one untimed (default: 6)")
     p.add_argument("--batch-size", type=int, default=4, help="clips per batch (default: 4)")
     p.add_argument("--skip-bad-videos", action="store_true", help="skip unreadable/short files")
+    p.add_argument("--no-dali", action="store_true",
+                   help="leave out DALI's rows (default: measured when DALI is installed)")
     p.add_argument("--out", default="bench/results", help="folder for data_<device>.json")
     p.add_argument("--json", default=None, help="write the JSON here instead")
 
@@ -152,9 +194,10 @@ def run_from_args(args) -> int:
     t0 = time.time()
     rows = bench_data(args.dir, presets, workers, args.batches, args.batch_size, args.levels,
                       args.skip_bad_videos,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+                      log=lambda m: print(m, file=sys.stderr, flush=True),
+                      dali=False if args.no_dali else None)
     header = (f"cvg bench data {args.dir}: {info['device_name']}, {info['cores']} cores; "
-              f"PyAV decoding in the training loader, batches of {args.batch_size}, "
+              f"the training loader's sources, batches of {args.batch_size}, "
               f"{args.batches} timed batches each")
     text = report(rows, header)
     path = Path(args.json) if args.json else Path(args.out) / "data_cpu.json"
