@@ -31,6 +31,7 @@ from cvg_fast.data import (
 from cvg_fast.data import video_io
 from cvg_fast.data.synthetic import COLOURS
 from cvg_fast.errors import CvgError
+from cvg_fast.training.data import ForkSafeDataLoader
 
 # --------------------------------------------------------------------------- helpers
 
@@ -566,7 +567,7 @@ def test_video_folder_in_dataloader_workers(synth):
     clone = pickle.loads(pickle.dumps(ds))  # what spawn-started workers receive
     assert clone.videos == ds.videos and torch.equal(clone[(3, 4)]["video"], ds[(3, 4)]["video"])
     keys = [(i, 1000 + i) for i in range(8)]
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=keys, num_workers=2)
+    loader = ForkSafeDataLoader(ds, batch_size=4, sampler=keys, num_workers=2)
     batches = list(loader)
     assert len(batches) == 2
     video = torch.cat([b["video"] for b in batches])

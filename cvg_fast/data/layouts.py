@@ -142,9 +142,28 @@ def _is_video(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
+def _holds_videos(folder: str) -> bool:
+    """Whether any video file lies under `folder` (hidden ones aside; links followed once)."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        dirnames[:] = [] if real in seen else [d for d in dirnames if not d.startswith(".")]
+        seen.add(real)
+        if any(_is_video(name) for name in filenames):
+            return True
+    return False
+
+
+def _is_fake_video(folder: str, name: str) -> bool:
+    """A folder named like a video that holds none (`x.mp4/`): listed as a bad video, so
+    a dataset never loses a file without saying so."""
+    return _is_video(name) and not _holds_videos(os.path.join(folder, name))
+
+
 def _walk_videos(folder: str, root: str) -> tuple[list[str], int, list[str]]:
-    """Video paths under `folder` (relative to `root`, sorted), the number of other
-    files seen, and a few of their names. Follows symlinks, never a loop twice."""
+    """Video paths under `folder` (relative to `root`, sorted; a folder named like a video
+    that holds none counts as one, a bad one), the number of other files seen, and a few
+    of their names. Follows symlinks, never a loop twice."""
     videos, others, other_names = [], 0, []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -154,6 +173,9 @@ def _walk_videos(folder: str, root: str) -> tuple[list[str], int, list[str]]:
             continue
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        fake = [d for d in dirnames if _is_fake_video(dirpath, d)]
+        videos.extend(os.path.relpath(os.path.join(dirpath, name), root) for name in fake)
+        dirnames[:] = [d for d in dirnames if d not in fake]
         for name in filenames:
             if name.startswith("."):
                 continue
@@ -173,11 +195,11 @@ def scan_generic(root: str) -> tuple[list[str] | None, list[tuple[str, int]]]:
     instead of a folder, no videos, or a mix of loose videos and class folders."""
     _check_root(root)
     entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
-    loose, subdirs, others, other_names = [], [], 0, []
+    loose, subdirs, fake, others, other_names = [], [], [], 0, []
     for name in entries:
         full = os.path.join(root, name)
         if os.path.isdir(full):
-            subdirs.append(name)
+            (fake if _is_fake_video(root, name) else subdirs).append(name)
         elif _is_video(name):
             loose.append(name)
         else:
@@ -191,6 +213,11 @@ def scan_generic(root: str) -> tuple[list[str] | None, list[tuple[str, int]]]:
         others += n_other
         other_names.extend(names[: max(0, 3 - len(other_names))])
     with_videos = [c for c in subdirs if per_class[c]]
+    if loose or not with_videos:  # flat layout: `x.mp4/` is a bad video, reported as one
+        loose = sorted(loose + fake)
+    else:  # class layout: an empty class folder, whatever its name (warned below)
+        subdirs = sorted(subdirs + fake)
+        per_class.update((name, []) for name in fake)
     if loose and with_videos:
         raise CvgError(
             f"{root} holds both loose videos (e.g. {loose[0]}) and class folders with videos "

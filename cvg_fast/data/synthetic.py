@@ -69,7 +69,9 @@ _EXT = {"libx264": ".mp4", "libx265": ".mp4", "mpeg4": ".avi", "mjpeg": ".avi", 
 # here: 12 of 48 videos encoded three times differed; 0 of 48 with asm=0, for +30% encode
 # time at this size). Identical data bytes make a seeded training run, and so the demo's
 # metrics, reproducible.
-_DETERMINISTIC = {"libx264": {"x264-params": "asm=0"}}
+# preset pinned: the set's bytes define every demo and metric number, so they must not follow
+# VideoWriter's default (veryfast since generation's encoder moved to it)
+_DETERMINISTIC = {"libx264": {"x264-params": "asm=0", "preset": "medium"}}
 
 
 # decoder name (what `probe_video` reports) -> the encoder `write_synthetic_dataset` took

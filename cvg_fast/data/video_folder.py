@@ -4,12 +4,16 @@ Layouts (`cvg_fast.data.layouts.detect_layout`, with `split=` and `layout=`): UC
 with its split files, Kinetics with its CSVs, BDD100K split folders, and the generic
 root/<class_name>/**/<video> (class index = sorted names -> conditional) or flat
 root/<video> (num_classes = 0, unconditional).
+A folder named like a video (`clip.mp4/`) that holds no video is listed as a
+(bad) video, not passed over: a dataset must never lose a file without saying so.
 
 Every file is probed once (frame count, first frame decoded) in a small thread pool
 (PyAV releases the GIL); `index_cache` keeps those results in a JSON file so a
 13k-file dataset is not re-probed by every run and every rank.
 
-An item is one clip: `{"video": float32 (T, 3, H, W) in [-1, 1], "label": int64 ()}`.
+An item is one clip: `{"video": float32 (T, 3, H, W) in [-1, 1], "label": int64 (),
+"skipped": str}`; "skipped" lists the files that failed before this clip was read (with
+skip_bad; '' when none): `parse_skipped` reads it, a batch holds a list of them.
 Its start frame is drawn from `torch.Generator().manual_seed(seed)`, so the data of a
 training run is a pure function of (index, seed): pass `(index, seed)` keys from the
 sampler, e.g. seed = hash of (run seed, step), to make every batch reproducible.
@@ -25,6 +29,7 @@ import secrets
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG, S_ISSOCK
 
 import numpy as np
 import torch
@@ -36,7 +41,7 @@ from cvg_fast.data.level_views import LevelViews
 from cvg_fast.data.video_io import VideoInfo
 from cvg_fast.errors import CvgError
 
-__all__ = ["VideoFolder", "scan_video_folder"]
+__all__ = ["VideoFolder", "scan_video_folder", "parse_skipped"]
 
 _CACHE_FORMAT = "cvg_fast.video_index"
 _CACHE_VERSION = 1
@@ -49,6 +54,24 @@ def scan_video_folder(root: str | os.PathLike) -> tuple[list[str] | None, list[t
     None when unconditional; items is [(path relative to root, label)]."""
     listing = detect_layout(root)
     return listing.classes, listing.items
+
+
+def _not_a_video_file(st: os.stat_result) -> str | None:
+    """Why a path cannot be a video, from its stat alone; None for a non-empty file.
+    A named pipe must never reach the decoder: opening one for reading blocks forever."""
+    kinds = ((S_ISDIR, "a folder, not a video file"),
+             (S_ISFIFO, "a named pipe, not a video file"),
+             (S_ISSOCK, "a socket, not a video file"),
+             (S_ISCHR, "a device, not a video file"),
+             (S_ISBLK, "a device, not a video file"))
+    for test, why in kinds:
+        if test(st.st_mode):
+            return why
+    if not S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size == 0:
+        return "empty file, 0 bytes"
+    return None
 
 
 def _probe_one(path: str) -> VideoInfo | str:
@@ -109,11 +132,14 @@ def probe_videos(root: str, rels: list[str], index_cache=None,
     for k, p in enumerate(paths):
         try:
             st = os.stat(p)
-            stats.append((st.st_size, st.st_mtime_ns))
+            problem = _not_a_video_file(st)
         except OSError as exc:  # broken symlink, permissions
+            problem = exc.strerror or type(exc).__name__
+        if problem is None:
+            stats.append((st.st_size, st.st_mtime_ns))
+        else:  # decided without opening it: never cached
             stats.append(None)
-            hint = video_io.BAD_VIDEO_HINT
-            results[k] = f"{p}: not a readable video ({exc.strerror}); {hint}"
+            results[k] = f"{p}: not a readable video ({problem}); {video_io.BAD_VIDEO_HINT}"
     todo = []
     for k, (rel, stat) in enumerate(zip(rels, stats)):
         if stat is None:
@@ -175,9 +201,12 @@ class VideoFolder(Dataset):
 
     Bad files: an unreadable file or one shorter than (clip_frames-1)*frame_stride+1
     frames is a CvgError at construction; with skip_bad=True they are skipped with
-    one summary warning. A file that fails later, while decoding a clip, raises a
-    CvgError naming it; with skip_bad it warns once and the item falls back to the
-    next video (deterministically).
+    one summary warning and listed in `skipped_at_start` [(path, reason)]. No usable
+    file at all is one CvgError either way. A file that fails later, while decoding a
+    clip, raises a CvgError naming it; with skip_bad the item falls back to the next
+    video (deterministically) and names the failed file in item["skipped"] -- the
+    only way news from a DataLoader worker process reaches the trainer -- and, unless
+    `warn_on_read` is False (a consumer that reports "skipped" itself), warns once.
     """
 
     def __init__(
@@ -221,16 +250,26 @@ class VideoFolder(Dataset):
             else:
                 videos.append(result)
                 labels.append(label)
-        self._handle_bad(len(items), unreadable, short)
-        if not videos:
+        if not videos:  # one clear error, flag or not: skipping cannot help here
+            example = (f"{unreadable[0][0]} ({_short_reason(unreadable[0][1])})" if unreadable
+                       else f"{short[0][0]} ({short[0][1].frames} frames)")
             raise CvgError(
-                f"no usable videos in {self.root}: all {len(items)} are unreadable or shorter than "
-                f"{self.frames_needed} frames; lower --frame-stride/--clip-frames or fix the files"
+                f"no usable videos in {self.root}: all {len(items)} are unreadable "
+                f"({len(unreadable)}) or shorter than {self.frames_needed} frames ({len(short)}), "
+                f"e.g. {example}; lower --frame-stride/--clip-frames or fix the files"
             )
+        self._handle_bad(len(items), unreadable, short)
+        #: files dropped at construction (skip_bad): [(path, reason)], unreadable then too short
+        self.skipped_at_start: list[tuple[str, str]] = (
+            [(os.path.join(self.root, rel), _reason_of(msg, os.path.join(self.root, rel)))
+             for rel, msg in unreadable]
+            + [(info.path, f"only {info.frames} frames, a clip needs {self.frames_needed}")
+               for _, info in short])
         self.classes: list[str] = list(classes) if classes is not None else []
         self.num_classes: int = len(self.classes)
         self.videos: list[VideoInfo] = videos
         self.labels: list[int] = labels
+        self.warn_on_read = True
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ index
@@ -296,7 +335,7 @@ class VideoFolder(Dataset):
         g = torch.Generator().manual_seed(index if seed is None else int(seed))
         return int(torch.randint(n_starts, (1,), generator=g).item())
 
-    def _load(self, index: int, seed: int) -> dict[str, torch.Tensor]:
+    def _load(self, index: int, seed: int) -> dict:
         info = self.videos[index]
         start = self.clip_start(index, seed)
         label = torch.tensor(self.labels[index], dtype=torch.int64)
@@ -309,29 +348,36 @@ class VideoFolder(Dataset):
                                       self.size)
         return {**self.views.views(_to_float(frames)), "label": label}
 
-    def __getitem__(self, key) -> dict[str, torch.Tensor]:
-        """index or (index, seed) -> {"video": (T, 3, H, W) float32 in [-1, 1], "label": int64};
-        with `views`, {"high", "low" (upscaling levels), "label"} instead of "video"
-        (`LevelViews.views`), from the same clip."""
+    def __getitem__(self, key) -> dict:
+        """index or (index, seed) -> {"video": (T, 3, H, W) float32 in [-1, 1], "label": int64,
+        "skipped": str (the files that failed before this clip; `parse_skipped`)}; with
+        `views`, {"high", "low" (upscaling levels)} instead of "video" (`LevelViews.views`),
+        from the same clip."""
         index, seed = self._parse_key(key)
         n = len(self)
+        failed: list[tuple[str, str]] = []
         for attempt in range(n if self.skip_bad else 1):
             j = (index + attempt) % n
             try:
-                return self._load(j, seed)
+                item = self._load(j, seed)
             except CvgError as exc:
                 if not self.skip_bad:
                     raise
                 path = self.videos[j].path
-                if path not in self._warned:
+                failed.append((path, _reason_of(str(exc), path)))
+                if self.warn_on_read and path not in self._warned:
                     self._warned.add(path)
-                    what = str(exc).split(";")[0]
                     warnings.warn(
-                        f"{what}; skipping it (skip_bad): items fall back to the next video",
+                        f"{path}: {failed[-1][1]}; skipping it (skip_bad): items fall back to "
+                        "the next video",
                         stacklevel=2,
                     )
+                continue
+            item["skipped"] = _format_skipped(failed)
+            return item
         raise CvgError(
-            f"no video in {self.root} could be decoded; check the files (see the warnings above)"
+            f"no video in {self.root} could be decoded: all {n} failed, e.g. {failed[0][0]} "
+            f"({failed[0][1]}); check the files"
         )
 
 
@@ -339,6 +385,23 @@ def _to_float(frames: np.ndarray) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (T, 3, H, W) in [-1, 1]."""
     video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float()
     return video.div_(127.5).sub_(1.0)
+
+
+def _format_skipped(entries: list[tuple[str, str]]) -> str:
+    """[(path, reason)] -> one string (a DataLoader collates strings into a list)."""
+    return "\n".join(f"{path}\t{reason}" for path, reason in entries)
+
+
+def parse_skipped(text: str) -> list[tuple[str, str]]:
+    """An item's "skipped" string -> [(path, reason)] ('' -> [])."""
+    return [tuple(line.split("\t", 1)) for line in text.splitlines() if "\t" in line]
+
+
+def _reason_of(msg: str, path: str) -> str:
+    """'<path>: what went wrong (detail); what to do' -> 'what went wrong (detail)'."""
+    if msg.startswith(f"{path}: "):
+        msg = msg[len(path) + 2:]
+    return msg.split("; ")[0]
 
 
 def _short_reason(msg: str) -> str:

@@ -52,11 +52,30 @@ class StepSampler(Sampler):
             step += 1
 
 
+class ForkSafeDataLoader(DataLoader):
+    """A DataLoader that collects garbage before it forks its workers.
+
+    Why: a PyAV stream or codec context left in a reference cycle (an exception's
+    traceback, say) is inherited by a forked worker; when the worker's garbage collector
+    frees it, FFmpeg joins its decoding threads, which do not exist in the child: the
+    worker hangs for ever (seen in the tests). Collecting in the parent first frees such
+    objects where their threads live. Costs a few ms, once per iterator.
+    """
+
+    def _get_iterator(self):
+        if self.num_workers > 0:
+            import gc
+
+            gc.collect()
+        return super()._get_iterator()
+
+
 def make_loader(dataset, batch_size: int, rank: int, world: int, seed: int, start_step: int,
                 num_workers: int, pin_memory: bool = False) -> DataLoader:
     """Batches {"video": (B, T, 3, H, W) in [-1, 1], "label": (B,)} forever, step-keyed."""
     sampler = StepSampler(len(dataset), batch_size, rank, world, seed, start_step)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    return ForkSafeDataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                              num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=num_workers > 0,
                       prefetch_factor=2 if num_workers > 0 else None)
 
@@ -211,3 +230,15 @@ def make_train_loader(backend: str, dataset, batch_size: int, rank: int, world: 
     if notes and rank == 0:
         warnings.warn("; ".join(notes), stacklevel=2)
     return loader, desc
+
+
+def worker_error(exc: CvgError) -> CvgError:
+    """A CvgError raised in a DataLoader worker arrives as "Caught CvgError in DataLoader
+    worker process 0.\nOriginal Traceback ...\ncvg_fast.errors.CvgError: <message>": give
+    back the one-line <message> (an error from the main process comes back unchanged)."""
+    text = str(exc)
+    if "\n" not in text:
+        return exc
+    marker = f"{CvgError.__module__}.{CvgError.__qualname__}: "
+    lines = [line for line in text.splitlines() if line.startswith(marker)]
+    return CvgError(lines[-1][len(marker):]) if lines else exc

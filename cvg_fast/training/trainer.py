@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -43,7 +43,8 @@ from cvg_fast.nn.layout import set_channels_last
 from cvg_fast.nn.precision import resolve_precision
 from cvg_fast.ops import pyramid
 from cvg_fast.training import distributed as D
-from cvg_fast.training.data import make_train_loader
+from cvg_fast.training.bad_videos import BadVideoTally
+from cvg_fast.training.data import make_train_loader, worker_error
 from cvg_fast.training.losses import d_loss, g_loss
 
 
@@ -87,6 +88,9 @@ class TrainResult:
     # share of the run's step time spent blocked on the data loader (0..1): above a few
     # percent the GPU (or CPU) waits for video decoding; add workers (--num-workers)
     data_wait: float = 0.0
+    # videos skipped (--skip-bad-videos): [(path, "at indexing: ..." | "while training: ...")],
+    # also listed in run_dir/level{L}/bad_videos.txt
+    bad_videos: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _shapes(cfg: CascadeConfig, upto: int) -> list[tuple[int, int]]:
@@ -458,6 +462,8 @@ class LevelTrainer:
     def run(self) -> TrainResult:
         tc, dist = self.tc, self.dist
         self.dir.mkdir(parents=True, exist_ok=True)
+        bad = BadVideoTally(self.dataset)  # before the loader copies the dataset to workers
+        bad_videos, completed = [], False
         loader, data_desc = make_train_loader(self.data_backend, self.dataset, tc.batch_size,
                                               dist.rank, dist.world, tc.seed, self.step,
                                               tc.num_workers, self.device, self.dali_only)
@@ -477,8 +483,12 @@ class LevelTrainer:
             it = iter(loader)
             while self.step < tc.steps:
                 t0 = time.perf_counter()
-                batch = next(it)
+                try:
+                    batch = next(it)
+                except CvgError as e:  # from a worker: its one line, not the worker's traceback
+                    raise worker_error(e) from None
                 t1 = time.perf_counter()
+                bad.add(batch)
                 logs = self.train_step(batch)
                 wait.add(t1 - t0, time.perf_counter() - t1)
                 self.step += 1
@@ -514,19 +524,22 @@ class LevelTrainer:
                     raise KeyboardInterrupt(
                         f"stopped by {stop.requested}: step {self.step} saved to "
                         f"{checkpoint_path(self.run_dir, self.level)}; continue with --resume")
+            completed = True
         finally:
             stop.restore()
             if bar is not None:
                 bar.close()
             if log is not None:
                 log.close()
+            if completed or dist.world == 1:  # after an error, no collective across ranks
+                bad_videos = bad.finish(self.dir, dist.world, dist.is_main, gather=completed)
         if dist.is_main and self.progress and wait.steps:
             hint = (" (above 5%: the loader is the bottleneck; raise --num-workers)"
                     if wait.total() > 0.05 else "")
             print(f"level {self.level}: {wait.steps} steps, {wait.total():.1%} of the step "
                   f"time waiting for data{hint}", flush=True)
         return TrainResult(self.level, self.step, self.run_dir, self.last,
-                           time.time() - t_start, data_wait=wait.total())
+                           time.time() - t_start, data_wait=wait.total(), bad_videos=bad_videos)
 
 
 class _DataWait:
