@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from cvg_fast.config import PRESETS, CascadeConfig, LevelConfig, TrainConfig, get_preset
 from cvg_fast.data.layouts import LAYOUT_HELP, SPLIT_HELP
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "per class, or a flat folder (see --split, --layout)")
     p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument("--layout", default="auto", help=LAYOUT_HELP)
-    p.add_argument("--out", required=True, help="run folder; levels go to OUT/level{L}/")
+    p.add_argument("--out", default=None,
+                   help="run folder; levels go to OUT/level{L}/ (default: runs/<preset>)")
     p.add_argument("--prev", default=None, help="run folder holding the trained lower levels "
                                                 "(default: --out)")
     p.add_argument("--resume", action="store_true", help="continue OUT/level{L}/checkpoint.pt")
@@ -119,6 +121,7 @@ def main(argv=None) -> int:
     if not 1 <= args.level <= cfg.num_levels:
         raise CvgError(f"--level {args.level} is out of range: preset {cfg.name!r} has levels "
                        f"1..{cfg.num_levels}")
+    out = args.out if args.out is not None else str(Path("runs") / args.preset)
     eval_fn = None
     if args.eval_every:
         from cvg_fast.metrics.run_eval import training_eval
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
                                 skip_bad=args.skip_bad_videos, split=args.split,
                                 layout=args.layout)
     try:
-        result = train_level(cfg, args.level, args.data, args.out, prev=args.prev,
+        result = train_level(cfg, args.level, args.data, out, prev=args.prev,
                              resume=args.resume, overwrite=args.overwrite, device=args.device,
                              skip_bad_videos=args.skip_bad_videos, progress=not args.no_progress,
                              eval_fn=eval_fn, eval_every=args.eval_every, split=args.split,
