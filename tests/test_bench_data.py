@@ -50,3 +50,4 @@ def test_dali_rows_on_vp9_files(tmp_path):
     dali = [r for r in rows if r.source == "dali"]
     assert [(r.reads, r.workers) for r in dali] == [("whole clip", 1)]
     assert dali[0].out_shape == "video 16x3x32x32" and dali[0].clips_per_s > 0
+
