@@ -11,8 +11,10 @@ an uninterrupted run would have read, whatever the number of loader workers.
 
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
+import weakref
 from collections import Counter
 from typing import Iterator
 
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cvg_fast.errors import CvgError
 from cvg_fast.models.noise import seed_key
+from cvg_fast.training.preemption import ignore_stop_signals
 
 
 class StepSampler(Sampler):
@@ -60,6 +63,11 @@ class ForkSafeDataLoader(DataLoader):
     frees it, FFmpeg joins its decoding threads, which do not exist in the child: the
     worker hangs for ever (seen in the tests). Collecting in the parent first frees such
     objects where their threads live. Costs a few ms, once per iterator.
+
+    Its workers ignore SIGTERM and SIGINT (`ignore_stop_signals`, set by `make_loader`), so
+    multiprocessing's exit hook, which terminate()s daemonic children and then joins them,
+    would wait for ever on a worker still running at exit (an iterator kept alive by a
+    crash's traceback, say). `_stop_workers_at_exit` runs first and shuts them down.
     """
 
     def _get_iterator(self):
@@ -67,7 +75,35 @@ class ForkSafeDataLoader(DataLoader):
             import gc
 
             gc.collect()
-        return super()._get_iterator()
+        it = super()._get_iterator()
+        if self.num_workers > 0:
+            _track_workers(it)
+        return it
+
+
+_live_iterators: weakref.WeakSet = weakref.WeakSet()  # ForkSafeDataLoader iterators with workers
+_exit_hook_registered = False
+
+
+def _track_workers(iterator) -> None:
+    global _exit_hook_registered
+    _live_iterators.add(iterator)
+    if not _exit_hook_registered:  # registered after multiprocessing's: atexit runs it first
+        atexit.register(_stop_workers_at_exit)
+        _exit_hook_registered = True
+
+
+def _stop_workers_at_exit() -> None:
+    """The DataLoader's own shutdown (done event, then a None on each index queue), then
+    SIGKILL for any worker still alive: SIGTERM, multiprocessing's way, is ignored."""
+    for it in list(_live_iterators):
+        shutdown = getattr(it, "_shutdown_workers", None)  # torch's own, where it has one
+        if shutdown is not None:
+            shutdown()
+        for w in getattr(it, "_workers", ()):
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=5)
 
 
 def make_loader(dataset, batch_size: int, rank: int, world: int, seed: int, start_step: int,
@@ -75,9 +111,10 @@ def make_loader(dataset, batch_size: int, rank: int, world: int, seed: int, star
     """Batches {"video": (B, T, 3, H, W) in [-1, 1], "label": (B,)} forever, step-keyed."""
     sampler = StepSampler(len(dataset), batch_size, rank, world, seed, start_step)
     return ForkSafeDataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                              num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      prefetch_factor=2 if num_workers > 0 else None)
+                              num_workers=num_workers, pin_memory=pin_memory,
+                              persistent_workers=num_workers > 0,
+                              prefetch_factor=2 if num_workers > 0 else None,
+                              worker_init_fn=ignore_stop_signals)
 
 
 # ----------------------------------------------------------------- backends: PyAV, DALI, mixed

@@ -19,8 +19,6 @@ from collections import deque
 import json
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,30 +44,7 @@ from cvg_fast.training import distributed as D
 from cvg_fast.training.bad_videos import BadVideoTally
 from cvg_fast.training.data import make_train_loader, worker_error
 from cvg_fast.training.losses import d_loss, g_loss
-
-
-class _GracefulStop:
-    """SIGINT/SIGTERM finish the current step, save it, then stop (one process only).
-
-    A second signal acts at once. With several processes the periodic
-    checkpoints are the safety net (ranks cannot agree on a stop point for free).
-    """
-
-    def __init__(self, enabled: bool):
-        self.requested: str | None = None
-        self._old = {}
-        if enabled and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = signal.Signals(signum).name
-        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-
-    def restore(self) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        self._old = {}
+from cvg_fast.training.preemption import StopRequest, StoppedBySignal
 
 
 # The metric hook: called with the cascade as trained so far (lower levels + this G, eval
@@ -476,7 +451,8 @@ class LevelTrainer:
             bar = tqdm(total=tc.steps, initial=self.step, desc=f"level {self.level}",
                        unit="step", dynamic_ncols=True)
         log = open(self.dir / "log.jsonl", "a") if dist.is_main else None
-        stop = _GracefulStop(enabled=dist.world == 1)
+        # SIGTERM/SIGINT on any rank: every rank stops after the same step, saved
+        stop = StopRequest(dist.world, device=self.device)
         t_start, done_at_start = time.time(), self.step
         wait = _DataWait()
         try:
@@ -503,8 +479,11 @@ class LevelTrainer:
                                           "data_wait_pct": round(100 * wait.interval(), 2)})
                               + "\n")
                     log.flush()
+                if stop.agreed(self.step):  # a collective: every rank, every step
+                    self.save()  # promptly: no samples, no evaluation inside the grace period
+                    break
                 at_end = self.step == tc.steps
-                if at_end or self.step % tc.checkpoint_every == 0 or stop.requested:
+                if at_end or self.step % tc.checkpoint_every == 0:
                     self.save()
                 if dist.is_main and (at_end or self.step % tc.sample_every == 0):
                     self.write_samples()
@@ -520,10 +499,6 @@ class LevelTrainer:
                             bar.write(msg)
                         else:
                             print(msg, flush=True)
-                if stop.requested:
-                    raise KeyboardInterrupt(
-                        f"stopped by {stop.requested}: step {self.step} saved to "
-                        f"{checkpoint_path(self.run_dir, self.level)}; continue with --resume")
             completed = True
         finally:
             stop.restore()
@@ -533,6 +508,12 @@ class LevelTrainer:
                 log.close()
             if completed or dist.world == 1:  # after an error, no collective across ranks
                 bad_videos = bad.finish(self.dir, dist.world, dist.is_main, gather=completed)
+        if stop.signal_name is not None:  # every rank: the process exits 0 (StoppedBySignal)
+            stopped = StoppedBySignal(stop.signal_name, self.step,
+                                      checkpoint_path(self.run_dir, self.level))
+            if dist.is_main:
+                print(stopped, flush=True)
+            raise stopped
         if dist.is_main and self.progress and wait.steps:
             hint = (" (above 5%: the loader is the bottleneck; raise --num-workers)"
                     if wait.total() > 0.05 else "")
