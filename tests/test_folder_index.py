@@ -84,3 +84,23 @@ def test_indexing_one_subset_keeps_the_others_cache_entries(damaged, monkeypatch
     assert probed >= len(rels) - 2 and len(set(calls)) == probed
     again = video_folder.probe_videos(str(damaged), a, cache, progress=False)
     assert len(calls) == probed and again == first
+
+
+def test_mixed_codecs_and_containers_are_summarised(tmp_path):
+    """Old camera/film codecs side by side: every file readable, each codec counted."""
+    import numpy as np
+
+    from cvg_fast.data import write_video
+
+    root = tmp_path / "mixed"
+    root.mkdir()
+    frames = np.random.default_rng(0).integers(0, 255, (10, 24, 32, 3), dtype=np.uint8)
+    kinds = {"a.mp4": "libx264", "b.avi": "mpeg4", "c.avi": "mjpeg", "d.webm": "libvpx-vp9",
+             "e.mpg": "mpeg2video", "f.mkv": "ffv1"}
+    for name, codec in kinds.items():
+        write_video(root / name, frames, fps=25, codec=codec)
+    report = index_folder(root, use_cache=False, progress=False).report()
+    assert "6 videos, flat folder (unconditional)" in report
+    assert "unreadable: 0" in report and "60 frames in all" in report
+    for codec in ("h264", "mpeg4", "mjpeg", "vp9", "mpeg2video", "ffv1"):
+        assert f"{codec} (1)" in report, (codec, report)
