@@ -52,6 +52,11 @@ class TrainConfig:
     d_steps: int = 1  # discriminator updates per generator update
     seed: int = 0
     checkpoint_every: int = 500
+    # step-numbered checkpoints kept in OUT/level{L}/checkpoints/ (the newest is also
+    # OUT/level{L}/checkpoint.pt); a damaged newest file falls back to the previous one
+    keep_checkpoints: int = 3
+    # skipped (NaN/inf) steps in a row before rolling back to the last checkpoint
+    max_nonfinite_steps: int = 5
     sample_every: int = 500
     log_every: int = 10
     num_workers: int = 2
@@ -147,6 +152,9 @@ class CascadeConfig:
         if self.train.input_rollout < 0 or self.train.rollout_offset < 0:
             raise CvgError(f"input_rollout and rollout_offset must be >= 0 (got "
                            f"{self.train.input_rollout}, {self.train.rollout_offset})")
+        if self.train.keep_checkpoints < 1 or self.train.max_nonfinite_steps < 1:
+            raise CvgError(f"keep_checkpoints and max_nonfinite_steps must be >= 1 (got "
+                           f"{self.train.keep_checkpoints}, {self.train.max_nonfinite_steps})")
         h = self.train.tbptt_horizon
         if not isinstance(h, int) or isinstance(h, bool) or h < 0:
             raise CvgError(f"tbptt_horizon must be an integer >= 0 (got {h!r})")

@@ -1,7 +1,9 @@
 """Checkpoint files of a run, and loading trained levels into a Cascade.
 
 Layout of a run folder (one level trained at a time, greedily):
-    RUN/level{L}/checkpoint.pt   state dicts (G, D, optimisers), step, config
+    RUN/level{L}/checkpoint.pt   state dicts (G, D, optimisers), step, config: the newest of
+    RUN/level{L}/checkpoints/    step{N:07d}.pt, the last K (cvg_fast.training.checkpoints)
+    RUN/level{L}/best.pt         the best by an evaluation metric, described in best.json
     RUN/level{L}/config.json     the same config, human-readable
     RUN/level{L}/log.jsonl       one JSON line of losses per logged step
     RUN/level{L}/samples/        PNG grids / videos written during training

@@ -64,20 +64,32 @@ def barrier() -> None:
         dist.barrier()
 
 
-def average_gradients(module: nn.Module, world: int) -> None:
-    """Average .grad over processes with one coalesced all-reduce."""
+def average_gradients(module: nn.Module, world: int,
+                      extra: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Average .grad over processes with one coalesced all-reduce.
+
+    `extra` (a small float tensor, e.g. the loss) rides in the same all-reduce and comes
+    back averaged (as given when world == 1): a NaN on one process is a NaN on all, so
+    every process takes the same skip decision (`nonfinite.NonFiniteGuard`) for free.
+    """
     if world == 1:
-        return
+        return extra
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    if not grads and extra is None:
+        return None
+    parts = [g.reshape(-1) for g in grads]
+    if extra is not None:
+        parts.append(extra.detach().reshape(-1).to(grads[0].dtype if grads else extra.dtype))
+    flat = torch.cat(parts)
     dist.all_reduce(flat)
     flat /= world
     offset = 0
     for g in grads:
         g.copy_(flat[offset: offset + g.numel()].view_as(g))
         offset += g.numel()
+    if extra is None:
+        return None
+    return flat[offset:].view_as(extra).to(extra.dtype)
 
 
 def broadcast_module(module: nn.Module, world: int) -> None:
@@ -88,17 +100,75 @@ def broadcast_module(module: nn.Module, world: int) -> None:
         dist.broadcast(t.data, src=0)
 
 
+def fingerprint(module: nn.Module) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """(names, float checksums (2 per float tensor: sum and a position-weighted sum, in
+    float64), int checksums (2 per integer tensor, exact int64)) of every parameter and
+    buffer: SN u/v, BN running statistics and num_batches_tracked included."""
+    names, floats, ints, int_names = [], [], [], []
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            x = t.detach().reshape(-1)
+            if t.is_floating_point():
+                x = x.double()
+                ramp = torch.linspace(1.0, 2.0, x.numel(), dtype=torch.float64, device=x.device)
+                floats.append(torch.stack([x.sum(), (x * ramp).sum()]))
+                names.append(name)
+            else:
+                x = x.long()
+                ramp = torch.arange(1, x.numel() + 1, dtype=torch.int64, device=x.device)
+                ints.append(torch.stack([x.sum(), (x * ramp).sum()]))
+                int_names.append(name)
+    dev = next(iter(module.parameters())).device
+    f = torch.cat(floats) if floats else torch.zeros(0, dtype=torch.float64, device=dev)
+    i = torch.cat(ints) if ints else torch.zeros(0, dtype=torch.int64, device=dev)
+    return names + int_names, f, i
+
+
+def first_difference(names: list[str], floats: list[torch.Tensor], ints: list[torch.Tensor],
+                     rtol: float = 1e-6) -> str | None:
+    """Compare per-process fingerprints (`fingerprint` of each rank, gathered): the first
+    tensor that differs, with the values, or None. Floats agree to `rtol`; integer
+    buffers must be equal."""
+    n_float = floats[0].numel() // 2
+    f = torch.stack([x.cpu() for x in floats]).view(len(floats), -1, 2)
+    i = torch.stack([x.cpu() for x in ints]).view(len(ints), -1, 2)
+    for k in range(f.shape[1]):
+        col = f[:, k]
+        tol = rtol * max(1.0, float(col.abs().max()))
+        if float((col - col[0]).abs().max()) > tol:
+            return f"{names[k]}: sums {[round(float(v), 9) for v in col[:, 0]]} per process"
+    for k in range(i.shape[1]):
+        col = i[:, k]
+        if bool((col != col[0]).any()):
+            return f"{names[n_float + k]}: sums {[int(v) for v in col[:, 0]]} per process"
+    return None
+
+
 def check_consistent(module: nn.Module, world: int, name: str) -> None:
-    """Raise if processes hold different weights (a silent DDP bug otherwise)."""
+    """Raise if processes hold different parameters or buffers (a silent bug otherwise:
+    a rank whose BN statistics or SN vectors drifted samples differently)."""
     if world == 1:
         return
-    with torch.no_grad():
-        total = torch.stack([p.double().sum() for p in module.parameters()]).sum().reshape(1)
-        gathered = [torch.zeros_like(total) for _ in range(world)]
-        dist.all_gather(gathered, total)
-    values = [float(g) for g in gathered]
-    if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
-        raise RuntimeError(f"{name}: weights differ across processes: {values}")
+    names, f, i = fingerprint(module)
+    gf = [torch.zeros_like(f) for _ in range(world)]
+    gi = [torch.zeros_like(i) for _ in range(world)]
+    dist.all_gather(gf, f)
+    dist.all_gather(gi, i)
+    diff = first_difference(names, gf, gi)
+    if diff is not None:
+        raise RuntimeError(f"{name}: weights differ across processes: {diff}")
+
+
+def gather_ints(values: list[int], world: int) -> list[list[int]]:
+    """Every process's `values` (same length on all), rank order; [values] when alone."""
+    if world == 1:
+        return [list(values)]
+    t = torch.tensor(values, dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    out = [torch.zeros_like(t) for _ in range(world)]
+    dist.all_gather(out, t)
+    return [x.tolist() for x in out]
 
 
 def launch_token() -> str:

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder; levels go to OUT/level{L}/ (default: runs/<preset>)")
     p.add_argument("--prev", default=None, help="run folder holding the trained lower levels "
                                                 "(default: --out)")
-    p.add_argument("--resume", action="store_true", help="continue OUT/level{L}/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in OUT/level{L}/checkpoints/ that "
+                        "loads (a damaged newest one falls back to the previous)")
     p.add_argument("--overwrite", action="store_true", help="start over even if a checkpoint "
                                                             "exists")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,

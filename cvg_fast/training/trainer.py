@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,8 +33,7 @@ from cvg_fast.errors import CvgError
 from cvg_fast.models import Cascade, build_discriminator, build_generator
 from cvg_fast.models.cascade import check_levels_agree
 from cvg_fast.models.checkpoint import (
-    checkpoint_path, level_dir, load_checkpoint, load_generator, save_checkpoint,
-    atomic_write_bytes,
+    checkpoint_path, level_dir, load_generator, atomic_write_bytes,
 )
 from cvg_fast.models.noise import seed_key
 from cvg_fast.nn import spectral_norm_step, standing_statistics
@@ -42,8 +42,10 @@ from cvg_fast.nn.precision import resolve_precision
 from cvg_fast.ops import pyramid
 from cvg_fast.training import distributed as D
 from cvg_fast.training.bad_videos import BadVideoTally
+from cvg_fast.training.checkpoints import CheckpointManager, Loaded, resume_change
 from cvg_fast.training.data import make_train_loader, worker_error
 from cvg_fast.training.losses import d_loss, g_loss
+from cvg_fast.training.nonfinite import NonFiniteGuard
 from cvg_fast.training.preemption import StopRequest, StoppedBySignal
 
 
@@ -128,11 +130,13 @@ class LevelTrainer:
             raise CvgError(f"--num-classes {self.num_classes} needs one subfolder per class "
                            f"in the data folder; it has none")
 
-        ckpt = checkpoint_path(self.run_dir, level)
-        if ckpt.is_file() and not (resume or overwrite):
-            raise CvgError(f"{ckpt} exists: pass --resume to continue that run, or choose "
-                           f"another --out")
-        if resume and not ckpt.is_file():
+        # step-numbered files, keep-last-K, checkpoint.pt = the newest, the best slot
+        self.ckpts = CheckpointManager(self.dir, keep=self.tc.keep_checkpoints)
+        ckpt = self.ckpts.latest
+        if self.ckpts.exists() and not (resume or overwrite):
+            raise CvgError(f"{ckpt if ckpt.is_file() else self.ckpts.steps_dir} exists: pass "
+                           f"--resume to continue that run, or choose another --out")
+        if resume and not self.ckpts.exists():
             raise CvgError(f"--resume: no checkpoint at {ckpt} to continue from")
 
         torch.manual_seed(self.tc.seed)  # identical initial weights on every process
@@ -155,8 +159,12 @@ class LevelTrainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.tc.lr_d, betas=betas,
                                       fused=fused)
         self.step = 0
+        # NaN/inf steps are skipped (nothing reaches G, D or the optimisers), then rolled back
+        self.guard = NonFiniteGuard([self.G, self.D], self.tc.max_nonfinite_steps)
         if resume:
-            self._load(ckpt)
+            self._load(self.ckpts.load_latest(map_location=self.device), "resuming")
+        elif overwrite and dist.is_main:  # start over: no old step file or best may mix in
+            self.ckpts.discard()
         D.broadcast_module(self.G, dist.world)
         D.broadcast_module(self.D, dist.world)
         self.last: dict = {}
@@ -169,29 +177,86 @@ class LevelTrainer:
         return {"level": self.level, "step": self.step, "config": self.cfg.to_dict(),
                 "num_classes": self.num_classes, "G": self.G.state_dict(),
                 "D": self.D.state_dict(), "opt_G": self.opt_g.state_dict(),
-                "opt_D": self.opt_d.state_dict(), "world": self.dist.world}
+                "opt_D": self.opt_d.state_dict(), "world": self.dist.world,
+                "batch_size": self.tc.batch_size, "skipped_nonfinite": self.guard.skipped}
 
-    def _load(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
+    def _load(self, loaded: Loaded, doing: str) -> None:
+        """G, D, optimisers and step from `loaded` (CheckpointManager.load_latest), on every
+        process. `doing`: "resuming" (the world / batch check, the skip count) or "rolling
+        back". Damaged newer files are named in one line each and set aside (rank 0)."""
+        state, path = loaded.state, loaded.path
         if state["level"] != self.level or state["num_classes"] != self.num_classes:
             raise CvgError(f"{path} is level {state['level']} with {state['num_classes']} classes; "
                            f"this run is level {self.level} with {self.num_classes}")
+        note = None
+        if doing == "resuming":
+            note = resume_change(state, self.dist.world, self.tc.batch_size, path)
+            self.guard.skipped = int(state.get("skipped_nonfinite", 0))
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_G"])
         self.opt_d.load_state_dict(state["opt_D"])
         self.step = int(state["step"])
+        self._bn_step = None
+        steps = {s for (s,) in D.gather_ints([self.step], self.dist.world)}
+        if len(steps) > 1:  # a file damaged for some nodes only (not one shared file system?)
+            raise CvgError(f"{doing}: the processes loaded different checkpoints (steps "
+                           f"{sorted(steps)}) from {self.ckpts.dir}; is it on a file system "
+                           f"every node shares?")
+        if self.dist.is_main:
+            for bad, why in loaded.damaged:
+                warnings.warn(f"{bad}: unusable ({why}); {doing} from {path.name} "
+                              f"(step {self.step})", stacklevel=2)
+            if note:
+                warnings.warn(note, stacklevel=2)
+            self.ckpts.set_aside(loaded)
+
+    def rollback(self) -> None:
+        """After `max_nonfinite_steps` skipped steps in a row: G, D, optimisers and step of
+        the newest checkpoint that loads, with a one-line warning; a one-line CvgError
+        where that cannot help (no checkpoint yet, or this checkpoint was rolled back to
+        before: the run diverges again from it)."""
+        at, row, last = self.step, self.guard.in_row, self.guard.bad
+        if not self.ckpts.exists():
+            self.guard.rolling_back(at, None)
+        loaded = self.ckpts.load_latest(map_location=self.device)
+        self.guard.rolling_back(at, loaded.step)
+        self._load(loaded, "rolling back")
+        if self.dist.is_main:
+            warnings.warn(f"step {at}: {row} non-finite steps in a row (last: {last}); rolled "
+                          f"back to step {self.step} ({loaded.path})", stacklevel=2)
 
     def save(self) -> None:
-        """Standing BN statistics for sampling, then an atomic checkpoint (rank 0)."""
+        """Standing BN statistics for sampling, then an atomic step-numbered checkpoint that
+        becomes checkpoint.pt (rank 0); the oldest beyond --keep-checkpoints are removed."""
         D.check_consistent(self.G, self.dist.world, "G")
+        D.check_consistent(self.D, self.dist.world, "D")
         self.recalibrate_bn()
         if self.dist.is_main:
-            save_checkpoint(checkpoint_path(self.run_dir, self.level), self._state())
+            self.ckpts.save(self.step, self._state())
             text = json.dumps(self.cfg.to_dict() | {"num_classes_resolved": self.num_classes},
                               indent=2).encode()
             atomic_write_bytes(self.dir / "config.json", lambda f: f.write(text))
         D.barrier()
+
+    def save_best(self, metric: str, value: float | None, lower_is_better: bool = True) -> bool:
+        """Keep this step as OUT/level{L}/best.pt (+ best.json: metric, value, step) if
+        `value` of `metric` beats the recorded best. Call on EVERY process after
+        `evaluate()` (its value matters on the main process only; the others pass what
+        they have, e.g. None): the standing BN statistics saved are this step's, which
+        `evaluate()` has computed already (else this computes them, a collective).
+        Returns whether best.pt was written (False on the other processes)."""
+        self.recalibrate_bn()
+        if not self.dist.is_main or value is None:
+            return False
+        return self.ckpts.save_best(metric, value, self.step, self._state(), lower_is_better)
+
+    def _loader(self):
+        """(loader from `self.step` on, its one-line description)."""
+        tc, dist = self.tc, self.dist
+        return make_train_loader(self.data_backend, self.dataset, tc.batch_size, dist.rank,
+                                 dist.world, tc.seed, self.step, tc.num_workers, self.device,
+                                 self.dali_only)
 
     # --------------------------------------------------------------- batches
     def _gen(self, tag: str) -> torch.Generator:
@@ -327,16 +392,20 @@ class LevelTrainer:
         self.D.train().requires_grad_(True)
         # G's weights do not change until its own update: W/sigma (and the power iteration)
         # once for the whole step, shared by the D updates' no-grad samples and G's update
+        self.guard.begin_step()
         with spectral_norm_step(self.G), self._shared_windows("step", self.step):
             logs = self._d_then_g(tc, n, y, yy, gen, amp, real_high, real_low, fake_low)
-        for k, v in logs.items():
-            if not math.isfinite(v):
-                raise FloatingPointError(f"step {self.step}: {k} = {v}; lower the learning rates "
-                                         f"or use --amp none")
+        if self.guard.end_step():  # skipped: G, D, their buffers and optimisers as before
+            logs.setdefault("loss_d", math.nan)
+            logs.setdefault("loss_g", math.nan)
+            logs["nonfinite"] = self.guard.bad
+        logs["skipped_nonfinite"] = self.guard.skipped
         return logs
 
     def _d_then_g(self, tc, n, y, yy, gen, amp, real_high, real_low, fake_low) -> dict:
-        """tc.d_steps discriminator updates, then one generator update; their losses."""
+        """tc.d_steps discriminator updates, then one generator update; their losses.
+        An update whose (process-averaged) loss or gradients are not finite is not applied,
+        nor are the later ones (`self.guard` notes it; train_step restores the buffers)."""
         logs = {}
         for _ in range(tc.d_steps):
             with torch.no_grad(), amp:
@@ -350,9 +419,11 @@ class LevelTrainer:
             loss_d, parts = d_loss(real, fake, tc.loss)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            D.average_gradients(self.D, self.dist.world)
-            self.opt_d.step()
+            mean_d = D.average_gradients(self.D, self.dist.world, extra=loss_d.detach())
             logs.update(parts, loss_d=float(loss_d.detach()))
+            if not self.guard.update_ok("loss_d", mean_d, self.D):
+                return logs
+            self.opt_d.step()
 
         self.D.requires_grad_(False)
         with amp:
@@ -361,8 +432,9 @@ class LevelTrainer:
         loss_g, parts = g_loss(scores, tc.loss)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        D.average_gradients(self.G, self.dist.world)
-        self.opt_g.step()
+        mean_g = D.average_gradients(self.G, self.dist.world, extra=loss_g.detach())
+        if self.guard.update_ok("loss_g", mean_g, self.G):
+            self.opt_g.step()
         self.D.requires_grad_(True)
         logs.update(parts, loss_g=float(loss_g.detach()))
         return logs
@@ -439,9 +511,7 @@ class LevelTrainer:
         self.dir.mkdir(parents=True, exist_ok=True)
         bad = BadVideoTally(self.dataset)  # before the loader copies the dataset to workers
         bad_videos, completed = [], False
-        loader, data_desc = make_train_loader(self.data_backend, self.dataset, tc.batch_size,
-                                              dist.rank, dist.world, tc.seed, self.step,
-                                              tc.num_workers, self.device, self.dali_only)
+        loader, data_desc = self._loader()
         if dist.is_main and self.progress:  # beside the precision line train_level prints
             print(f"cvg_fast: {data_desc}", flush=True)
         bar = None
@@ -471,19 +541,30 @@ class LevelTrainer:
                 self.last = logs
                 if bar is not None:
                     bar.update(1)
+                    skips = {"skipped": self.guard.skipped} if self.guard.skipped else {}
                     bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}",
-                                    wait=f"{wait.recent():.0%}")
+                                    wait=f"{wait.recent():.0%}", **skips)
                 if log is not None and (self.step % tc.log_every == 0 or self.step == tc.steps):
                     rate = (self.step - done_at_start) / max(time.time() - t_start, 1e-9)
                     log.write(json.dumps({"step": self.step, **logs, "steps_per_s": rate,
                                           "data_wait_pct": round(100 * wait.interval(), 2)})
                               + "\n")
                     log.flush()
+                if self.guard.rollback_due:  # N skipped steps in a row: the last checkpoint
+                    self.rollback()
+                    del it
+                    it = iter(self._loader()[0])  # the batches of the steps replayed
+                    if bar is not None:
+                        bar.n = self.step
+                        bar.refresh()
+                    continue
                 if stop.agreed(self.step):  # a collective: every rank, every step
                     self.save()  # promptly: no samples, no evaluation inside the grace period
                     break
                 at_end = self.step == tc.steps
-                if at_end or self.step % tc.checkpoint_every == 0:
+                # periodic saves wait for a finite step: a rollback target is a good point
+                periodic = self.step % tc.checkpoint_every == 0 and not self.guard.in_row
+                if at_end or periodic:
                     self.save()
                 if dist.is_main and (at_end or self.step % tc.sample_every == 0):
                     self.write_samples()
