@@ -66,15 +66,20 @@ def measure_loader(dataset, batch_size: int, workers: int, batches: int, seed: i
 
     loader = make_loader(dataset, batch_size, rank=0, world=1, seed=seed, start_step=0,
                          num_workers=workers)
+    seconds, shape = _time_batches(loader, batches)
+    del loader  # stops persistent workers
+    return seconds, batches * batch_size, shape
+
+
+def _time_batches(loader, batches: int) -> tuple[float, str]:
+    """Seconds for `batches` batches after a first, untimed one; that batch's item shape."""
     it = iter(loader)
     first = next(it)
     shape = _item_shape({k: v[0] for k, v in first.items() if isinstance(v, torch.Tensor)})
     t0 = time.perf_counter()
     for _ in range(batches):
         next(it)
-    seconds = time.perf_counter() - t0
-    del it, loader  # stops persistent workers
-    return seconds, batches * batch_size, shape
+    return time.perf_counter() - t0, shape
 
 
 def measure_dali(dataset, batch_size: int, threads: int, batches: int, device: str = "cpu"
@@ -90,13 +95,8 @@ def measure_dali(dataset, batch_size: int, threads: int, batches: int, device: s
                             dataset.clip_frames, dataset.frame_stride, dataset.size, batch_size,
                             device, num_threads=max(1, threads),
                             frames=[dataset.videos[i].frames for i in ok])
-    it = iter(loader)
-    first = next(it)
-    shape = _item_shape({k: v[0] for k, v in first.items() if isinstance(v, torch.Tensor)})
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    return time.perf_counter() - t0, batches * batch_size, shape, len(ok)
+    seconds, shape = _time_batches(loader, batches)
+    return seconds, batches * batch_size, shape, len(ok)
 
 
 def bench_data(root: str | os.PathLike, presets=DEFAULT_PRESETS, workers=(0, 2),
