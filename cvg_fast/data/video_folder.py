@@ -315,11 +315,16 @@ class VideoFolder(Dataset):
             f"x stride {self.frame_stride}, {self.size}x{self.size} px)"
         )
 
-    def _parse_key(self, key) -> tuple[int, int]:
+    def _parse_key(self, key) -> tuple[int, int, int | None]:
+        """index, (index, seed) or (index, seed, window_start) -> (index, seed, start|None)."""
+        start = None
         if isinstance(key, (tuple, list)):
-            if len(key) != 2:
-                raise TypeError(f"VideoFolder key must be an index or (index, seed), got {key!r}")
+            if len(key) not in (2, 3):
+                raise TypeError(f"VideoFolder key must be an index, (index, seed) or "
+                                f"(index, seed, window_start), got {key!r}")
             index, seed = int(key[0]), int(key[1])
+            if len(key) == 3:
+                start = int(key[2])
         else:
             index = int(key)
             seed = None
@@ -327,7 +332,7 @@ class VideoFolder(Dataset):
         if not -n <= index < n:
             raise IndexError(f"VideoFolder index {index} out of range for {n} videos")
         index %= n
-        return index, index if seed is None else seed
+        return index, index if seed is None else seed, start
 
     def clip_start(self, index: int, seed: int | None = None) -> int:
         """The first frame of item (index, seed): uniform over all valid starts."""
@@ -335,7 +340,7 @@ class VideoFolder(Dataset):
         g = torch.Generator().manual_seed(index if seed is None else int(seed))
         return int(torch.randint(n_starts, (1,), generator=g).item())
 
-    def _load(self, index: int, seed: int) -> dict:
+    def _load(self, index: int, seed: int, window_start: int | None = None) -> dict:
         info = self.videos[index]
         start = self.clip_start(index, seed)
         label = torch.tensor(self.labels[index], dtype=torch.int64)
@@ -343,7 +348,9 @@ class VideoFolder(Dataset):
             clip = video_io.read_clip(info.path, start, self.clip_frames, self.frame_stride,
                                       self.size)
             return {"video": _to_float(clip), "label": label}
-        picks = self.views.top_indices(self.views.window_start(seed))
+        if window_start is None:  # drawn from the item's seed unless the sampler chose it
+            window_start = self.views.window_start(seed)
+        picks = self.views.top_indices(window_start)
         frames = video_io.read_frames(info.path, [start + i * self.frame_stride for i in picks],
                                       self.size)
         return {**self.views.views(_to_float(frames)), "label": label}
@@ -353,13 +360,13 @@ class VideoFolder(Dataset):
         "skipped": str (the files that failed before this clip; `parse_skipped`)}; with
         `views`, {"high", "low" (upscaling levels)} instead of "video" (`LevelViews.views`),
         from the same clip."""
-        index, seed = self._parse_key(key)
+        index, seed, window_start = self._parse_key(key)
         n = len(self)
         failed: list[tuple[str, str]] = []
         for attempt in range(n if self.skip_bad else 1):
             j = (index + attempt) % n
             try:
-                item = self._load(j, seed)
+                item = self._load(j, seed, window_start)
             except CvgError as exc:
                 if not self.skip_bad:
                     raise

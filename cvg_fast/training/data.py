@@ -28,13 +28,31 @@ from cvg_fast.training.preemption import ignore_stop_signals
 
 
 class StepSampler(Sampler):
-    """Infinite stream of (video_index, clip_seed) for this rank, from `start_step` on."""
+    """Infinite stream of (video_index, clip_seed) for this rank, from `start_step` on;
+    with `window_starts` K > 0, (video_index, clip_seed, window_start) instead.
+
+    The window starts (an upscaling level's real windows, decoded by the loader: see
+    `cvg_fast.data.level_views`) are the trainer's own first draw of the step,
+    randint(K, (batch,)) from the generator keyed (seed, "step", step, rank), which the
+    trainer still makes: on CPU the run is bit-identical to the one that decoded whole
+    clips and drew the windows itself (on CUDA the trainer's generator is CUDA's, so the
+    starts are the CPU generator's: the same distribution, other numbers).
+    """
 
     def __init__(self, num_videos: int, batch_size: int, rank: int, world: int, seed: int,
-                 start_step: int = 0):
+                 start_step: int = 0, window_starts: int = 0):
         self.n, self.b, self.rank, self.world = num_videos, batch_size, rank, world
         self.seed, self.start_step = seed, start_step
+        self.window_starts = window_starts
         self._perm_epoch, self._perm = -1, None
+        self._starts_step, self._starts = -1, None
+
+    def _window_starts(self, step: int) -> torch.Tensor:
+        if step != self._starts_step:
+            g = torch.Generator().manual_seed(seed_key(self.seed, "step", step, self.rank))
+            self._starts = torch.randint(0, self.window_starts, (self.b,), generator=g)
+            self._starts_step = step
+        return self._starts
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
@@ -42,12 +60,15 @@ class StepSampler(Sampler):
             self._perm, self._perm_epoch = torch.randperm(self.n, generator=g), epoch
         return self._perm
 
-    def item(self, step: int, j: int) -> tuple[int, int]:
+    def item(self, step: int, j: int) -> tuple[int, ...]:
         pos = (step * self.world + self.rank) * self.b + j
         epoch, offset = divmod(pos, self.n)
-        return int(self._permutation(epoch)[offset]), seed_key(self.seed, "clip", pos)
+        key = (int(self._permutation(epoch)[offset]), seed_key(self.seed, "clip", pos))
+        if self.window_starts:
+            return (*key, int(self._window_starts(step)[j]))
+        return key
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
         step = self.start_step
         while True:
             for j in range(self.b):
@@ -109,7 +130,9 @@ def _stop_workers_at_exit() -> None:
 def make_loader(dataset, batch_size: int, rank: int, world: int, seed: int, start_step: int,
                 num_workers: int, pin_memory: bool = False) -> DataLoader:
     """Batches {"video": (B, T, 3, H, W) in [-1, 1], "label": (B,)} forever, step-keyed."""
-    sampler = StepSampler(len(dataset), batch_size, rank, world, seed, start_step)
+    views = getattr(dataset, "views", None)  # a level's decoded views: windows keyed here too
+    starts = views.num_starts if views is not None and views.level > 1 else 0
+    sampler = StepSampler(len(dataset), batch_size, rank, world, seed, start_step, starts)
     return ForkSafeDataLoader(dataset, batch_size=batch_size, sampler=sampler,
                               num_workers=num_workers, pin_memory=pin_memory,
                               persistent_workers=num_workers > 0,

@@ -380,7 +380,12 @@ class LevelTrainer:
                              enabled=self.precision.amp == "bf16")
         if "high" in batch:  # the loader decoded only this level's views (LevelViews)
             real_high = batch["high"].to(self.device, non_blocking=True)
-            real_low = batch["low"].to(self.device, non_blocking=True) if self.level > 1 else None
+            real_low = None
+            if self.level > 1:
+                real_low = batch["low"].to(self.device, non_blocking=True)
+                # the sampler made this draw for the loader (StepSampler): make it here too,
+                # so the step's noise is what it was when the trainer cut the windows
+                self.windows(real_high.shape[0], gen)
         else:  # whole top-level clips: the pyramid and the window here
             real_high, real_low = self.real_pair(batch["video"].to(self.device, non_blocking=True),
                                                  gen)
