@@ -24,7 +24,7 @@ if ! python -c "import torch, av, tqdm, numpy, scipy, PIL, pytest, ninja" 2>/dev
     exit 1
   fi
   python -m pip install -q --upgrade pip
-  python -m pip install -q --no-cache-dir "torch==2.14.1" numpy scipy "av>=12" tqdm pillow pytest ninja setuptools wheel
+  python -m pip install -q --no-cache-dir "torch==2.14.1" numpy scipy "av>=12" tqdm pillow tensorboard pytest ninja setuptools wheel
 fi
 # CVG_DALI=1: NVIDIA DALI too (the [dali] extra, ~620 MB; DALI's tests skip without it)
 if [ -n "${CVG_DALI:-}" ] && ! python -c "import nvidia.dali" 2>/dev/null; then

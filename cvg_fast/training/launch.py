@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with DALI: stop with an error instead of reading files DALI cannot "
                         "decode with PyAV")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="no TensorBoard event files in OUT/level{L}/tb/ (log.jsonl only)")
     p.add_argument("--no-matching", action="store_true",
                    help="drop the matching discriminator (the paper's 'No MD' ablation)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
                              skip_bad_videos=args.skip_bad_videos, progress=not args.no_progress,
                              eval_fn=eval_fn, eval_every=args.eval_every, split=args.split,
                              layout=args.layout, data_backend=args.data_backend,
-                             dali_only=args.dali_only)
+                             dali_only=args.dali_only, tensorboard=not args.no_tensorboard)
     finally:
         shutdown_distributed()
     print(f"level {result.level}: {result.steps} steps in {result.seconds:.0f}s -> "

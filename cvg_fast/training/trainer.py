@@ -47,6 +47,8 @@ from cvg_fast.training.data import make_train_loader, worker_error
 from cvg_fast.training.losses import d_loss, g_loss
 from cvg_fast.training.nonfinite import NonFiniteGuard
 from cvg_fast.training.preemption import StopRequest, StoppedBySignal
+from cvg_fast.training.run_memory import format_bytes, memory_bytes, memory_kind
+from cvg_fast.training.tensorboard_log import TensorBoardLog
 
 
 # The metric hook: called with the cascade as trained so far (lower levels + this G, eval
@@ -108,11 +110,14 @@ class LevelTrainer:
                  prev_run: Path | None, dist: D.DistInfo, resume: bool = False,
                  overwrite: bool = False, progress: bool = True,
                  eval_fn: EvalFn | None = None, eval_every: int = 0,
-                 data_backend: str = "auto", dali_only: bool = False):
+                 data_backend: str = "auto", dali_only: bool = False,
+                 tensorboard: bool = True):
         if not 1 <= level <= cfg.num_levels:
             raise CvgError(f"--level {level} is out of range: preset {cfg.name!r} has levels "
                            f"1..{cfg.num_levels}")
         self.cfg, self.level, self.dist, self.progress = cfg, level, dist, progress
+        # OUT/level{L}/tb/ on rank 0 while run() runs (a no-op writer outside it)
+        self.tensorboard, self.board = tensorboard, TensorBoardLog(Path(), enabled=False)
         if eval_every < 0 or (eval_every and eval_fn is None):
             raise CvgError(f"eval_every={eval_every} needs a metric (eval_fn) and must be >= 0")
         self.eval_fn, self.eval_every = eval_fn, eval_every
@@ -487,6 +492,7 @@ class LevelTrainer:
         for i in range(n):
             tiled[:, :, i * (w + 2): i * (w + 2) + w] = videos[i]
         write_video(path.with_suffix(".mp4"), tiled, fps=self.cfg.fps)
+        self.board.samples(self.step, path, tiled, self.cfg.fps)
         return path
 
     def current_cascade(self) -> Cascade:
@@ -526,6 +532,7 @@ class LevelTrainer:
             bar = tqdm(total=tc.steps, initial=self.step, desc=f"level {self.level}",
                        unit="step", dynamic_ncols=True)
         log = open(self.dir / "log.jsonl", "a") if dist.is_main else None
+        self.board = TensorBoardLog(self.dir / "tb", enabled=dist.is_main and self.tensorboard)
         # SIGTERM/SIGINT on any rank: every rank stops after the same step, saved
         stop = StopRequest(dist.world, device=self.device)
         t_start, done_at_start = time.time(), self.step
@@ -548,13 +555,16 @@ class LevelTrainer:
                     bar.update(1)
                     skips = {"skipped": self.guard.skipped} if self.guard.skipped else {}
                     bar.set_postfix(d=f"{logs['loss_d']:.3f}", g=f"{logs['loss_g']:.3f}",
-                                    wait=f"{wait.recent():.0%}", **skips)
+                                    wait=f"{wait.recent():.0%}",
+                                    mem=format_bytes(memory_bytes(self.device)[0]), **skips)
                 if log is not None and (self.step % tc.log_every == 0 or self.step == tc.steps):
                     rate = (self.step - done_at_start) / max(time.time() - t_start, 1e-9)
-                    log.write(json.dumps({"step": self.step, **logs, "steps_per_s": rate,
-                                          "data_wait_pct": round(100 * wait.interval(), 2)})
-                              + "\n")
+                    perf = {"steps_per_s": rate, "data_wait_pct": round(100 * wait.interval(), 2)}
+                    log.write(json.dumps({"step": self.step, **logs, **perf}) + "\n")
                     log.flush()
+                    mem_now, mem_peak = memory_bytes(self.device)
+                    self.board.train_line(self.step, logs, perf | {
+                        "memory_GiB": mem_now / 2**30, "peak_memory_GiB": mem_peak / 2**30})
                 if self.guard.rollback_due:  # N skipped steps in a row: the last checkpoint
                     self.rollback()
                     del it
@@ -578,6 +588,7 @@ class LevelTrainer:
                     if log is not None and result is not None:
                         log.write(json.dumps({"eval": result}) + "\n")
                         log.flush()
+                        self.board.evaluation(result)
                         text = ", ".join(f"{k} {v:.3f}" for k, v in result.items()
                                          if k not in ("step", "eval_seconds"))
                         msg = f"step {self.step}: {text}"
@@ -592,6 +603,7 @@ class LevelTrainer:
                 bar.close()
             if log is not None:
                 log.close()
+            self.board.close()
             if completed or dist.world == 1:  # after an error, no collective across ranks
                 bad_videos = bad.finish(self.dir, dist.world, dist.is_main, gather=completed)
         if stop.signal_name is not None:  # every rank: the process exits 0 (StoppedBySignal)
@@ -600,13 +612,19 @@ class LevelTrainer:
             if dist.is_main:
                 print(stopped, flush=True)
             raise stopped
+        seconds = time.time() - t_start
         if dist.is_main and self.progress and wait.steps:
             hint = (" (above 5%: the loader is the bottleneck; raise --num-workers)"
                     if wait.total() > 0.05 else "")
-            print(f"level {self.level}: {wait.steps} steps, {wait.total():.1%} of the step "
-                  f"time waiting for data{hint}", flush=True)
+            rate, who = wait.steps / max(seconds, 1e-9), ", rank 0" if dist.world > 1 else ""
+            print(f"level {self.level}: {wait.steps} steps, {rate:.2f} steps/s, "
+                  f"{rate * tc.batch_size * dist.world:.1f} clips/s (global batch "
+                  f"{tc.batch_size * dist.world}), peak memory "
+                  f"{format_bytes(memory_bytes(self.device)[1])} ({memory_kind(self.device)}"
+                  f"{who}), {wait.total():.1%} of the step time waiting for data{hint}",
+                  flush=True)
         return TrainResult(self.level, self.step, self.run_dir, self.last,
-                           time.time() - t_start, data_wait=wait.total(), bad_videos=bad_videos)
+                           seconds, data_wait=wait.total(), bad_videos=bad_videos)
 
 
 class _DataWait:
@@ -648,7 +666,8 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
                 overwrite: bool = False, device: str | None = None, skip_bad_videos: bool = False,
                 progress: bool = True, eval_fn: EvalFn | None = None,
                 eval_every: int = 0, split: str | None = None, layout: str = "auto",
-                data_backend: str = "auto", dali_only: bool = False) -> TrainResult:
+                data_backend: str = "auto", dali_only: bool = False,
+                tensorboard: bool = True) -> TrainResult:
     """Train one level of `cfg` on the video folder `data`, into the run folder `out`.
 
     Called by `train/level.py` (under torchrun or alone) and by `cvg demo`. With
@@ -656,6 +675,7 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
     numbers go to log.jsonl as {"eval": {"step": ..., name: value, ...}}. split, layout:
     which videos of `data` and their labels (`cvg_fast.data.layouts.detect_layout`).
     `data_backend` ("auto" | "pyav" | "dali") and `dali_only`: see `make_train_loader`.
+    `tensorboard`: event files in OUT/level{L}/tb/ (rank 0; `tensorboard_log`).
     """
     from cvg_fast.data import VideoFolder
     from cvg_fast.data.level_views import LevelViews
@@ -697,7 +717,8 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
     trainer = LevelTrainer(cfg, level, dataset, out, Path(prev) if prev else None, dist,
                            resume=resume, overwrite=overwrite, progress=progress,
                            eval_fn=eval_fn, eval_every=eval_every,
-                           data_backend=data_backend, dali_only=dali_only)
+                           data_backend=data_backend, dali_only=dali_only,
+                           tensorboard=tensorboard)
     if dist.is_main:  # every rank has read it: LevelTrainer's broadcasts came after the wait
         ready.unlink(missing_ok=True)
     if dist.is_main and progress:
