@@ -1,12 +1,14 @@
 """Checkpoint files of a run, and loading trained levels into a Cascade.
 
 Layout of a run folder (one level trained at a time, greedily):
-    RUN/level{L}/checkpoint.pt   state dicts (G, D, optimisers), step, config: the newest of
+    RUN/level{L}/checkpoint.pt   state dicts (G, G_ema, D, optimisers), step, config: the newest of
     RUN/level{L}/checkpoints/    step{N:07d}.pt, the last K (cvg_fast.training.checkpoints)
     RUN/level{L}/best.pt         the best by an evaluation metric, described in best.json
     RUN/level{L}/config.json     the same config, human-readable
     RUN/level{L}/log.jsonl       one JSON line of losses per logged step
     RUN/level{L}/samples/        PNG grids / videos written during training
+"G" is the raw generator (what training resumes); "G_ema", present when the run kept an
+EMA of G (--ema-decay > 0), is what generate, eval and the next level sample by default.
 Checkpoints hold only tensors and plain data: they load with
 `torch.load(weights_only=True)` (no pickled code runs). Writes go to a
 temporary file and are renamed into place, so a crash never leaves a
@@ -80,15 +82,17 @@ def trained_levels(run: str | os.PathLike) -> list[int]:
     return levels
 
 
-def load_generator(run: str | os.PathLike, level: int,
-                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, CascadeConfig, int]:
-    """(generator in eval mode without grad, its config, num_classes) of one trained level."""
+def load_generator(run: str | os.PathLike, level: int, device: torch.device | str = "cpu",
+                   ema: bool = True) -> tuple[torch.nn.Module, CascadeConfig, int]:
+    """(generator in eval mode without grad, its config, num_classes) of one trained level:
+    the EMA of its weights where the checkpoint has one (`ema=False`: the raw G)."""
     state = load_checkpoint(checkpoint_path(run, level))
     cfg = CascadeConfig.from_dict(state["config"])
     num_classes = int(state["num_classes"])
     g = build_generator(cfg, level, num_classes)
     try:
-        result = g.load_state_dict(state["G"], strict=False)
+        result = g.load_state_dict(state["G_ema" if ema and "G_ema" in state else "G"],
+                                   strict=False)
         problems = ([f"missing {k}" for k in result.missing_keys]
                     + [f"unexpected {k}" for k in result.unexpected_keys])
     except RuntimeError as e:  # shapes that differ: the first "size mismatch" line says which
@@ -104,8 +108,9 @@ def load_generator(run: str | os.PathLike, level: int,
 
 
 def load_cascade(run: str | os.PathLike, levels: int | None = None,
-                 device: torch.device | str | None = None) -> Cascade:
-    """The trained levels 1..`levels` (default: all found) of a run folder, frozen.
+                 device: torch.device | str | None = None, ema: bool = True) -> Cascade:
+    """The trained levels 1..`levels` (default: all found) of a run folder, frozen; each
+    level's EMA generator where it has one (`ema=False`: the raw ones).
 
     Each level is built from the config it was trained with (its checkpoint's).
     Raises a one-line CvgError when the folder or level 1 is missing, or when a
@@ -127,7 +132,7 @@ def load_cascade(run: str | os.PathLike, levels: int | None = None,
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     gens, cfgs, classes = [], [], []
     for level in range(1, want + 1):
-        g, cfg, nc = load_generator(run, level, device)
+        g, cfg, nc = load_generator(run, level, device, ema=ema)
         gens.append(g)
         cfgs.append(cfg)
         classes.append(nc)

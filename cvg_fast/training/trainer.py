@@ -6,7 +6,8 @@ reaches them). Real pairs come from the data pyramid of the same clip (eq. 3):
 (x^L[s*tf : (s+w)*tf], x^{L-1}[s : s+w]).
 
 Per step: D update(s) on one batch [real ; fake] (one forward, so one power
-iteration per spectral-norm layer), then a G update. Gradients are averaged
+iteration per spectral-norm layer), then a G update, then the EMA of G (samples,
+evaluation and saved generators use it; cvg_fast.training.ema). Gradients are averaged
 across processes; BN statistics are synchronised. Everything random is keyed
 by (seed, step, rank), so `--resume` replays exactly what an uninterrupted run
 would have done.
@@ -44,11 +45,13 @@ from cvg_fast.training import distributed as D
 from cvg_fast.training.bad_videos import BadVideoTally
 from cvg_fast.training.checkpoints import CheckpointManager, Loaded, resume_change
 from cvg_fast.training.data import make_train_loader, worker_error
+from cvg_fast.training.ema import GeneratorEMA
 from cvg_fast.training.losses import d_loss, g_loss
 from cvg_fast.training.nonfinite import NonFiniteGuard
 from cvg_fast.training.preemption import StopRequest, StoppedBySignal
 from cvg_fast.training.run_memory import format_bytes, memory_bytes, memory_kind
 from cvg_fast.training.tensorboard_log import TensorBoardLog
+from cvg_fast.training.selection import evaluations_since_best, run_metric
 
 
 # The metric hook: called with the cascade as trained so far (lower levels + this G, eval
@@ -70,6 +73,8 @@ class TrainResult:
     # videos skipped (--skip-bad-videos): [(path, "at indexing: ..." | "while training: ...")],
     # also listed in run_dir/level{L}/bad_videos.txt
     bad_videos: list[tuple[str, str]] = field(default_factory=list)
+    # --patience evaluations in a row without a new best ended the run (a normal end)
+    stopped_early: bool = False
 
 
 def _shapes(cfg: CascadeConfig, upto: int) -> list[tuple[int, int]]:
@@ -122,6 +127,9 @@ class LevelTrainer:
             raise CvgError(f"eval_every={eval_every} needs a metric (eval_fn) and must be >= 0")
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self.tc = cfg.train
+        if self.tc.patience and not eval_every:
+            raise CvgError(f"--patience {self.tc.patience} counts evaluations: pass --eval-every "
+                           f"N too, or --patience 0")
         self.run_dir, self.dir = Path(run_dir), level_dir(run_dir, level)
         self.device = dist.device
         self.dataset = dataset
@@ -163,15 +171,20 @@ class LevelTrainer:
                                       fused=fused)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.tc.lr_d, betas=betas,
                                       fused=fused)
+        # the average of G's weights that samples, evaluation and checkpoint readers use
+        self.ema = GeneratorEMA(self.G, self.tc.ema_decay) if self.tc.ema_decay > 0 else None
         self.step = 0
         # NaN/inf steps are skipped (nothing reaches G, D or the optimisers), then rolled back
         self.guard = NonFiniteGuard([self.G, self.D], self.tc.max_nonfinite_steps)
+        self.board = TensorBoardLog(self.dir / "tb", enabled=False)  # run() opens the real one
         if resume:
             self._load(self.ckpts.load_latest(map_location=self.device), "resuming")
         elif overwrite and dist.is_main:  # start over: no old step file or best may mix in
             self.ckpts.discard()
         D.broadcast_module(self.G, dist.world)
         D.broadcast_module(self.D, dist.world)
+        if self.ema is not None:
+            D.broadcast_module(self.ema.model, dist.world)
         self.last: dict = {}
         self._bn_step: int | None = None  # step whose standing BN statistics G holds
         # where TBPTT window starts are drawn from (keyed without the rank; see `fake`)
@@ -183,7 +196,9 @@ class LevelTrainer:
                 "num_classes": self.num_classes, "G": self.G.state_dict(),
                 "D": self.D.state_dict(), "opt_G": self.opt_g.state_dict(),
                 "opt_D": self.opt_d.state_dict(), "world": self.dist.world,
-                "batch_size": self.tc.batch_size, "skipped_nonfinite": self.guard.skipped}
+                "batch_size": self.tc.batch_size, "skipped_nonfinite": self.guard.skipped,
+                # what load_generator reads ("G" is the raw G, for resuming)
+                **({"G_ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def _load(self, loaded: Loaded, doing: str) -> None:
         """G, D, optimisers and step from `loaded` (CheckpointManager.load_latest), on every
@@ -198,6 +213,10 @@ class LevelTrainer:
             note = resume_change(state, self.dist.world, self.tc.batch_size, path)
             self.guard.skipped = int(state.get("skipped_nonfinite", 0))
         self.G.load_state_dict(state["G"])
+        if self.ema is not None and "G_ema" in state:
+            self.ema.load_state_dict(state["G_ema"])
+        elif self.ema is not None:  # written with --ema-decay 0: the average starts here
+            self.ema.reset(self.G)
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_G"])
         self.opt_d.load_state_dict(state["opt_D"])
@@ -236,6 +255,8 @@ class LevelTrainer:
         becomes checkpoint.pt (rank 0); the oldest beyond --keep-checkpoints are removed."""
         D.check_consistent(self.G, self.dist.world, "G")
         D.check_consistent(self.D, self.dist.world, "D")
+        if self.ema is not None:
+            D.check_consistent(self.ema.model, self.dist.world, "G (EMA)")
         self.recalibrate_bn()
         if self.dist.is_main:
             self.ckpts.save(self.step, self._state())
@@ -328,23 +349,27 @@ class LevelTrainer:
         s = self.windows(video.shape[0], gen)
         return self.take(high, s * tf, w * tf), self.take(low, s, w)
 
-    def fake(self, y, n: int, gen: torch.Generator, x_low: torch.Tensor | None):
-        """G's output (with grad if enabled) for noise from `gen`."""
+    def fake(self, y, n: int, gen: torch.Generator, x_low: torch.Tensor | None,
+             net: torch.nn.Module | None = None):
+        """G's output (with grad if enabled) for noise from `gen`; `net`: another generator
+        of this level to run instead of G (the EMA one)."""
+        net = self.G if net is None else net
         if self.level == 1:
             cfg = self.cfg
             t = cfg.levels[0].frames
             if self.tc.tbptt_horizon > 0:
-                return self._fake_tbptt(y, n, gen, t)
+                return self._fake_tbptt(y, n, gen, t, net)
             k = (int(torch.randint(0, self.tc.rollout_offset + 1, (1,), generator=gen,
                                    device=gen.device)) if self.tc.rollout_offset > 0 else 0)
             e = self._randn((n, t + k, cfg.z_t_dim), gen) if cfg.z_t_dim else None
-            out = self.G(self._randn((n, cfg.z_dim), gen), y, frames=t + k, frame_noise=e)
+            out = net(self._randn((n, cfg.z_dim), gen), y, frames=t + k, frame_noise=e)
             return out[:, k:]  # D judges frames k..k+T of a longer rollout
         t = x_low.shape[1] * self.cfg.t_factor(self.level)
         noise = self._randn((n, t, self.cfg.z_ch, *x_low.shape[-2:]), gen)
-        return self.G(x_low, noise, y)
+        return net(x_low, noise, y)
 
-    def _fake_tbptt(self, y, n: int, gen: torch.Generator, t: int) -> torch.Tensor:
+    def _fake_tbptt(self, y, n: int, gen: torch.Generator, t: int,
+                    net: torch.nn.Module) -> torch.Tensor:
         """Level 1 with truncated backpropagation: frames s..s+T of an (s+T)-frame rollout,
         s uniform in [0, tbptt_horizon]. Frames 0..s-1 run without grad in T-frame chunks
         (memory of one window, whatever the horizon) and hand over only the ConvGRU states,
@@ -361,12 +386,12 @@ class LevelTrainer:
         with torch.no_grad():
             for t0 in range(0, s, t):
                 t1 = min(t0 + t, s)
-                _, state = self.G(z, y, frames=t1 - t0,
+                _, state = net(z, y, frames=t1 - t0,
                                   frame_noise=None if e is None else e[:, t0:t1],
                                   state=state, return_state=True)
         if state is not None:
             state = [h.detach() for h in state]  # the truncation: no gradient into frames < s
-        return self.G(z, y, frames=t, frame_noise=None if e is None else e[:, s:], state=state)
+        return net(z, y, frames=t, frame_noise=None if e is None else e[:, s:], state=state)
 
     def fake_input(self, y, n: int, gen: torch.Generator) -> torch.Tensor | None:
         if self.level == 1:
@@ -409,6 +434,8 @@ class LevelTrainer:
             logs.setdefault("loss_d", math.nan)
             logs.setdefault("loss_g", math.nan)
             logs["nonfinite"] = self.guard.bad
+        elif self.ema is not None:  # the same G on every process: the same average
+            self.ema.update(self.G, self.step)
         logs["skipped_nonfinite"] = self.guard.skipped
         return logs
 
@@ -450,27 +477,44 @@ class LevelTrainer:
         return logs
 
     # ------------------------------------------------------- BN and samples
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator that samples, evaluation and checkpoint readers use: the EMA of G
+        (eval mode) when --ema-decay > 0, else G itself."""
+        return self.ema.model if self.ema is not None else self.G
+
     @torch.no_grad()
     def recalibrate_bn(self) -> None:
-        """Standing statistics: average BN stats over a few fresh batches (eval-mode sampling)."""
+        """Standing statistics: average BN stats over a few fresh batches (eval-mode sampling),
+        for G and, with its own statistics, the EMA generator (the same inputs and noise)."""
         nb = self.tc.bn_recalibration_batches
         if nb <= 0 or self._bn_step == self.step:  # keyed by step: a second pass is the same
             return
         step = self._bn_step = self.step
-        with standing_statistics(self.G):
+        nets = [self.G] + ([self.ema.model] if self.ema is not None else [])
+        with contextlib.ExitStack() as standing:
+            for net in nets:
+                standing.enter_context(standing_statistics(net))
             for i in range(nb):
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(seed_key(self.tc.seed, "bn", step, self.dist.rank, i))
                 n = self.tc.batch_size
                 y = (torch.randint(0, self.num_classes, (n,), generator=gen, device=self.device)
                      if self.num_classes > 0 else None)
-                with self._shared_windows("bn", step, i):  # BN is synchronised here too
-                    self.fake(y, n, gen, self.fake_input(y, n, gen))
+                x_low = self.fake_input(y, n, gen)  # once: the frozen levels are the costly part
+                noise = gen.get_state()
+                for net in nets:
+                    gen.set_state(noise)
+                    with self._shared_windows("bn", step, i):  # BN is synchronised here too
+                        self.fake(y, n, gen, x_low, net=net)
         self.G.train()
 
     @torch.no_grad()
     def write_samples(self) -> Path | None:
-        """Eval-mode samples with fixed noise: a PNG grid (a row per video) and an .mp4."""
+        """Eval-mode samples of `sampler` (the EMA G by default) with fixed noise: a PNG grid
+        (a row per video) and an .mp4. Call on every process (the standing BN statistics
+        are a collective); rank 0 writes, the others return None."""
+        self.recalibrate_bn()
         if not self.dist.is_main:
             return None
         from cvg_fast.data.video_io import save_frame_grid_png, write_video
@@ -479,8 +523,9 @@ class LevelTrainer:
         gen = torch.Generator(device=self.device).manual_seed(self.tc.seed + 12345)
         y = (torch.arange(n, device=self.device) % self.num_classes
              if self.num_classes > 0 else None)
-        self.G.eval()
-        x = self.fake(y, n, gen, self.fake_input(y, n, gen))
+        net = self.sampler
+        net.eval()
+        x = self.fake(y, n, gen, self.fake_input(y, n, gen), net=net)
         self.G.train()
         frames = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         videos = frames.permute(0, 1, 3, 4, 2).cpu().numpy()  # (N, T, H, W, 3)
@@ -496,10 +541,11 @@ class LevelTrainer:
         return path
 
     def current_cascade(self) -> Cascade:
-        """Levels 1..L as they are now: the frozen levels below plus this G."""
+        """Levels 1..L as they are now: the frozen levels below plus this level's `sampler`
+        (the EMA G by default)."""
         below = list(self.lower.generators) if self.lower is not None else []
         cfgs = self.lower.cfgs if self.lower is not None else []
-        return Cascade(cfgs + [self.cfg], below + [self.G], self.num_classes)
+        return Cascade(cfgs + [self.cfg], below + [self.sampler], self.num_classes)
 
     def evaluate(self) -> dict | None:
         """The run's metric on eval-mode samples (standing BN statistics first); rank 0 logs."""
@@ -507,7 +553,7 @@ class LevelTrainer:
         result = None
         if self.dist.is_main:
             t0 = time.time()
-            self.G.eval()
+            self.sampler.eval()
             try:
                 result = {"step": self.step, **self.eval_fn(self.current_cascade()),
                           "eval_seconds": round(time.time() - t0, 2)}
@@ -521,7 +567,7 @@ class LevelTrainer:
         tc, dist = self.tc, self.dist
         self.dir.mkdir(parents=True, exist_ok=True)
         bad = BadVideoTally(self.dataset)  # before the loader copies the dataset to workers
-        bad_videos, completed = [], False
+        bad_videos, completed, stopped_early = [], False, False
         loader, data_desc = self._loader()
         if dist.is_main and self.progress:  # beside the precision line train_level prints
             print(f"cvg_fast: {data_desc}", flush=True)
@@ -581,8 +627,9 @@ class LevelTrainer:
                 periodic = self.step % tc.checkpoint_every == 0 and not self.guard.in_row
                 if at_end or periodic:
                     self.save()
-                if dist.is_main and (at_end or self.step % tc.sample_every == 0):
-                    self.write_samples()
+                sampled = at_end or self.step % tc.sample_every == 0
+                if sampled:
+                    self.write_samples()  # every rank: the standing BN statistics
                 if self.eval_every and (at_end or self.step % self.eval_every == 0):
                     result = self.evaluate()
                     if log is not None and result is not None:
@@ -591,11 +638,20 @@ class LevelTrainer:
                         self.board.evaluation(result)
                         text = ", ".join(f"{k} {v:.3f}" for k, v in result.items()
                                          if k not in ("step", "eval_seconds"))
-                        msg = f"step {self.step}: {text}"
-                        if bar is not None:
-                            bar.write(msg)
-                        else:
-                            print(msg, flush=True)
+                        self._say(bar, f"step {self.step}: {text}")
+                    note = self.select(result)  # best.pt; the early-stop decision of rank 0
+                    if note is not None and not at_end:
+                        if not periodic:
+                            self.save()  # a normal end: the final checkpoint
+                        if not sampled:
+                            self.write_samples()
+                        if log is not None:
+                            log.write(json.dumps({"early_stop": {"step": self.step,
+                                                                 "note": note}}) + "\n")
+                            log.flush()
+                            self._say(bar, note)
+                        stopped_early = True
+                        break
             completed = True
         finally:
             stop.restore()
@@ -624,7 +680,42 @@ class LevelTrainer:
                   f"{who}), {wait.total():.1%} of the step time waiting for data{hint}",
                   flush=True)
         return TrainResult(self.level, self.step, self.run_dir, self.last,
-                           seconds, data_wait=wait.total(), bad_videos=bad_videos)
+                           seconds, data_wait=wait.total(), bad_videos=bad_videos,
+                           stopped_early=stopped_early)
+
+    @staticmethod
+    def _say(bar, msg: str) -> None:
+        """One line above the progress bar, or printed where there is none."""
+        if bar is not None:
+            bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def select(self, result: dict | None) -> str | None:
+        """After an evaluation, on EVERY process: best.pt if the run's metric (the first in
+        `result`) improved, then whether to stop early: --patience evaluations in a row
+        without a new best. Rank 0 decides and every process gets its decision; returns
+        the one line saying why to stop, or None to go on (the line is rank 0's; the
+        others get a short one)."""
+        metric, value, lower = run_metric(result) if result is not None else (None, None, True)
+        self.save_best(metric, value, lower_is_better=lower)
+        if not self.tc.patience:  # the same config on every process: no collective needed
+            return None
+        stop, note = 0, None
+        if self.dist.is_main:
+            best = self.ckpts.best()
+            stale = evaluations_since_best(self.step, self.eval_every, best, metric)
+            if stale >= self.tc.patience:
+                stop = 1
+                kept = (f"best {best['value']:.4g} at step {best['step']} in "
+                        f"{self.ckpts.best_path}" if best is not None and
+                        best.get("metric") == metric else "no best yet")
+                note = (f"level {self.level}: stopping early at step {self.step}: {metric} has "
+                        f"not improved for {stale} evaluations (--patience "
+                        f"{self.tc.patience}); {kept}")
+        if D.gather_ints([stop], self.dist.world)[0][0]:
+            return note or f"level {self.level}: stopping early at step {self.step}"
+        return None
 
 
 class _DataWait:
