@@ -45,11 +45,17 @@ def test_a_repeated_signal_acts_at_once_unless_it_is_a_duplicate():
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)  # within 60 s: the same request (SLURM + torchrun)
         assert stop.agreed(1)
-    with StopRequest(world=1, repeat_after_s=0) as stop:
-        os.kill(os.getpid(), signal.SIGINT)
-        with pytest.raises(KeyboardInterrupt):  # SIGINT's handler before ours acts at once
+    # Python's own SIGINT handler before ours (a background or nohup shell, as CI runs
+    # under, starts the process with SIGINT ignored: nothing would act then)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with StopRequest(world=1, repeat_after_s=0) as stop:
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
+            with pytest.raises(KeyboardInterrupt):  # the handler before ours acts at once
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _agree_worker(rank, port, out):
