@@ -9,15 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cvg_fast.data.random_clips import RandomClips
 from cvg_fast.errors import CvgError
 from cvg_fast.models.checkpoint import checkpoint_path, load_cascade, load_checkpoint, load_generator
 from cvg_fast.nn.spectral_norm import spectral_norm_modules
-from cvg_fast.training import LevelTrainer
 from cvg_fast.training import trainer as trainer_mod
-from cvg_fast.training.distributed import DistInfo
 from cvg_fast.training.ema import ema_decay_at
 from cvg_fast.training.selection import evaluations_since_best, run_metric
+
+from test_checkpoints import _batch, _trainer  # the same tiny trainer and batch
 
 
 @pytest.fixture
@@ -25,16 +24,6 @@ def cfg(tiny_cfg):
     tiny_cfg.train.batch_size = 2  # the cheapest steps that still exercise BN and SN
     tiny_cfg.train.ema_decay = 0.9
     return tiny_cfg
-
-
-def _trainer(cfg, run, **kw):
-    ds = RandomClips(cfg.levels[-1].frames, cfg.levels[-1].size, 2, 8)
-    return LevelTrainer(cfg, 1, ds, run, None, DistInfo(), progress=False, **kw)
-
-
-def _batch(tr):
-    return next(iter(torch.utils.data.DataLoader(
-        tr.dataset, batch_size=tr.tc.batch_size, sampler=[(i, i) for i in range(4)])))
 
 
 def _params(m):
