@@ -113,7 +113,8 @@ def test_borders_renormalised():
     """Constant planes stay constant; border taps are [3,3,1]/7; 2x2 -> 1x1 is the mean."""
     ones = torch.full((1, 1, 8, 16), 0.75, device=DEVICE)
     for level in P.pyramid_down(ones, 3):
-        torch.testing.assert_close(level, torch.full_like(level, 0.75), atol=1e-7, rtol=0)
+        # 2 ulp: the GPU contracts the weighted sums into FMAs (an H200 gave 1.19e-7)
+        torch.testing.assert_close(level, torch.full_like(level, 0.75), atol=2.4e-7, rtol=0)
     corner = torch.zeros(1, 1, 8, 8, device=DEVICE)
     corner[0, 0, 1, 0] = 1.0  # input row 1 feeds output rows 0 (tap 3/7) and 1 (tap 1/8)
     l1 = P.pyramid_down(corner, 1)[0].cpu()
