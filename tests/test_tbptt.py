@@ -61,7 +61,7 @@ def test_window_is_frames_s_to_s_plus_t_of_one_rollout(tb_cfg, tmp_path, monkeyp
         tr.step = step
         calls.clear()
         with torch.no_grad():
-            out = tr.fake(y, 3, tr._gen("step"), None)
+            out = tr.pairs.fake(tr.G, y, 3, tr.batch_random("step", 3), None)
         prefix, window, s = _split(calls, t)
         starts.append(s)
         assert out.shape[1] == t  # D always judges T frames
@@ -69,11 +69,12 @@ def test_window_is_frames_s_to_s_plus_t_of_one_rollout(tb_cfg, tmp_path, monkeyp
         assert all(torch.equal(c["z"], z) for c in calls)  # one video: one content code
         e = torch.cat([c["e"] for c in calls], dim=1)  # the rollout's noise, frame by frame
         assert e.shape[1] == s + t
-        # one draw for the whole rollout from the step generator (after the start), so the
-        # window's noise continues the prefix's: frame k's noise does not depend on the split
-        g = tr._gen("step")
-        assert int(torch.randint(0, H + 1, (1,), generator=g)) == s
-        torch.testing.assert_close(e, torch.randn(e.shape, generator=g), rtol=0, atol=0)
+        # the start from the batch-wide generator, then one draw per video for the whole
+        # rollout, so the window's noise continues the prefix's: frame k's noise does not
+        # depend on the split
+        rnd = tr.batch_random("step", 3)
+        assert int(torch.randint(0, H + 1, (), generator=rnd.shared)) == s
+        torch.testing.assert_close(e, rnd.randn(*e.shape), rtol=0, atol=0)
         with torch.no_grad():
             full = tr.G(z, y, frames=s + t, frame_noise=e)
         torch.testing.assert_close(out, full[:, s:], atol=1e-5, rtol=1e-5)
@@ -91,7 +92,7 @@ def test_gradient_reaches_g_but_stops_at_the_window_start(tb_cfg, tmp_path, monk
         tr.step = step
         calls.clear()
         tr.G.zero_grad(set_to_none=True)
-        out = tr.fake(y, 2, tr._gen("step"), None)
+        out = tr.pairs.fake(tr.G, y, 2, tr.batch_random("step", 2), None)
         prefix, window, s = _split(calls, t)
         if s > 0:
             break

@@ -12,6 +12,7 @@ from cvg_fast.models.checkpoint import checkpoint_path, load_checkpoint
 from cvg_fast.training import LevelTrainer, train_level
 from cvg_fast.training.distributed import DistInfo
 from cvg_fast.training.losses import d_loss, g_loss
+from cvg_fast.training.pairs import PairMaker
 
 
 def RandomClips(frames, size, num_classes=2, n=8):
@@ -58,21 +59,21 @@ def test_window_training_shapes(tiny_cfg, tmp_path):
     tiny_cfg.train.steps = 1
     _trainer(tiny_cfg, 1, tmp_path).run()
     tr = _trainer(tiny_cfg, 2, tmp_path)
-    g = torch.Generator().manual_seed(0)
+    g = tr.batch_random("step", 3)
     top = tiny_cfg.levels[-1]
     video = torch.rand(3, top.frames, 3, top.size, top.size)
-    high, low = tr.real_pair(video, g)
+    high, low = tr.pairs.real_pair(video, g)
     w, tf = tiny_cfg.window(2), tiny_cfg.t_factor(2)
     assert high.shape == (3, w * tf, 3, 32, 32) and low.shape == (3, w, 3, 16, 16)
     # the real pair is aligned: low == pyramid(high) for the same window
     from cvg_fast.ops import downsample_to
 
     torch.testing.assert_close(downsample_to(high, w, 16), low)
-    fake_low = tr.fake_input(None if tr.num_classes == 0 else torch.tensor([0, 1, 0]), 3, g)
+    fake_low = tr.pairs.fake_input(None if tr.num_classes == 0 else torch.tensor([0, 1, 0]), 3, g)
     assert fake_low.shape == (3, w, 3, 16, 16)
     # take() gathers per-video windows
     x = torch.arange(10.0).view(1, 10, 1, 1, 1).repeat(2, 1, 1, 1, 1)
-    got = LevelTrainer.take(x, torch.tensor([1, 6]), 3)
+    got = PairMaker.take(x, torch.tensor([1, 6]), 3)
     assert got[:, :, 0, 0, 0].tolist() == [[1, 2, 3], [6, 7, 8]]
 
 
@@ -176,8 +177,8 @@ def test_level1_rollout_offset_shows_d_the_last_frames(tiny_cfg, tmp_path, monke
     monkeypatch.setattr(tr.G, "forward", spy)
     for step in range(12):
         tr.step = step
-        out = tr.fake(None if tr.num_classes == 0 else torch.tensor([0, 1]), 2,
-                      tr._gen("step"), None)
+        out = tr.pairs.fake(tr.G, None if tr.num_classes == 0 else torch.tensor([0, 1]), 2,
+                            tr.batch_random("step", 2), None)
         assert out.shape[1] == tiny_cfg.levels[0].frames  # D always sees T frames
     assert set(lengths) <= set(range(8, 14)) and len(set(lengths)) > 1
 

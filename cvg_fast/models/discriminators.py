@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cvg_fast.models.noise import BatchRandom
 from cvg_fast.nn import DBlock, SNEmbedding, SNLinear, spectral_norm_step
 from cvg_fast.nn.layout import cat_channels, clip_channels_last, frames_channels_last
 from cvg_fast.ops import downsample_to, spatial_down_levels
@@ -57,15 +58,19 @@ class SpatialDiscriminator(nn.Module):
         self.channels_last = False  # judge frames in channels_last (cvg_fast.nn.layout)
 
     @staticmethod
-    def sample_frames(n: int, t: int, k: int, generator: torch.Generator | None,
+    def sample_frames(n: int, t: int, k: int, generator: torch.Generator | BatchRandom | None,
                       device: torch.device) -> torch.Tensor:
-        """(N, min(k, T)) frame indices, distinct within each row."""
-        keys = torch.rand(n, t, generator=generator,
-                          device=generator.device if generator is not None else device)
+        """(N, min(k, T)) frame indices, distinct within each row (a BatchRandom: row i's
+        from its sample's generator)."""
+        if isinstance(generator, BatchRandom):
+            keys = generator.rand(n, t)
+        else:
+            keys = torch.rand(n, t, generator=generator,
+                              device=generator.device if generator is not None else device)
         return keys.argsort(dim=1)[:, : min(k, t)].to(device)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | BatchRandom | None = None) -> torch.Tensor:
         n, t = x.shape[:2]
         idx = self.sample_frames(n, t, self.k, generator, x.device)
         k = idx.shape[1]
@@ -136,7 +141,7 @@ class LevelDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, x_low: torch.Tensor | None = None,
                 y: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | BatchRandom | None = None) -> dict[str, torch.Tensor]:
         scores = {"spatial": self.spatial(x, y, generator), "temporal": self.temporal(x, y)}
         if self.matching is not None:
             if x_low is None:

@@ -238,8 +238,10 @@ def resume_change(state: dict, world: int, batch_size: int, path: Path) -> str |
     Batches are a function of the global clip position: step s reads clips
     s*B .. s*B + B - 1 of the (seed, epoch) permutation stream, B = world x batch_size,
     and process r takes its slice. The same global batch B therefore reads the same clips
-    at every step, whatever the split: allowed, with a note that the noise (keyed by
-    (seed, step, rank)) is drawn per process, so the steps are not a bit-exact replay.
+    at every step, whatever the split, and the same noise (each draw keyed by the sample's
+    global position: `BatchRandom`): allowed, the same run up to float summation order
+    (gradients and BN statistics summed across another number of processes), said in one
+    line.
     A different B would jump to another place in the data stream (clips skipped or
     repeated) and change the optimisation (the learning rates are tuned for B): refused,
     naming the per-process batch that keeps B.
@@ -258,5 +260,5 @@ def resume_change(state: dict, world: int, batch_size: int, path: Path) -> str |
                        f"data order and the optimisation would change; {fix}, or start a new "
                        f"run with --out")
     return (f"resuming {path.name} ({was}) with {world} x {batch_size}: same global batch "
-            f"{new_global} and the same clips at every step; the noise is drawn per process, "
-            f"so the steps are not a bit-exact replay of the original split")
+            f"{new_global}: the same clips and noise at every step, so the same run up to "
+            f"float summation order")

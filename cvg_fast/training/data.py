@@ -1,9 +1,10 @@
-"""Training batches that are a pure function of (seed, step, rank).
+"""Training batches that are a pure function of (seed, step, global position).
 
-Every process draws its share of the global batch from a per-epoch
-permutation keyed by (seed, epoch), and each clip's start from a seed keyed
-by its global position. Resuming at step s therefore reads exactly the clips
-an uninterrupted run would have read, whatever the number of loader workers.
+Every process draws its share of the global batch (a contiguous block of positions:
+`first_position`) from a per-epoch permutation keyed by (seed, epoch), and each clip's
+start from a seed keyed by its global position. Resuming at step s therefore reads
+exactly the clips an uninterrupted run would have read, whatever the number of loader
+workers, and the same global batch split across any number of processes reads the same.
 
 `make_train_loader` picks the source (--data-backend): that PyAV loader, DALI's reader
 (`cvg_fast.data.dali_source`), or DALI with PyAV for the files DALI cannot decode.
@@ -23,8 +24,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cvg_fast.errors import CvgError
-from cvg_fast.models.noise import seed_key
+from cvg_fast.models.noise import BatchRandom, seed_key
 from cvg_fast.training.preemption import ignore_stop_signals
+
+
+def first_position(step: int, rank: int, world: int, batch_size: int) -> int:
+    """Global position of this process's first sample of `step`: the global batch of
+    `world` x `batch_size` samples is cut into contiguous per-rank blocks, so process r of
+    W with batch B holds the rows r*B..(r+1)*B-1 of the one-process batch of W*B."""
+    return (step * world + rank) * batch_size
 
 
 class StepSampler(Sampler):
@@ -32,11 +40,12 @@ class StepSampler(Sampler):
     with `window_starts` K > 0, (video_index, clip_seed, window_start) instead.
 
     The window starts (an upscaling level's real windows, decoded by the loader: see
-    `cvg_fast.data.level_views`) are the trainer's own first draw of the step,
-    randint(K, (batch,)) from the generator keyed (seed, "step", step, rank), which the
-    trainer still makes: on CPU the run is bit-identical to the one that decoded whole
-    clips and drew the windows itself (on CUDA the trainer's generator is CUDA's, so the
-    starts are the CPU generator's: the same distribution, other numbers).
+    `cvg_fast.data.level_views`) are the trainer's own first draw of the step for each
+    sample, randint(K) from the generator keyed (seed, "step", step, global position)
+    (`BatchRandom`), which the trainer still makes: on CPU the run is bit-identical to
+    the one that decoded whole clips and drew the windows itself (on CUDA the trainer's
+    generators are CUDA's, so the starts are the CPU generator's: the same distribution,
+    other numbers).
     """
 
     def __init__(self, num_videos: int, batch_size: int, rank: int, world: int, seed: int,
@@ -49,8 +58,9 @@ class StepSampler(Sampler):
 
     def _window_starts(self, step: int) -> torch.Tensor:
         if step != self._starts_step:
-            g = torch.Generator().manual_seed(seed_key(self.seed, "step", step, self.rank))
-            self._starts = torch.randint(0, self.window_starts, (self.b,), generator=g)
+            first = first_position(step, self.rank, self.world, self.b)
+            rnd = BatchRandom((self.seed, "step", step), range(first, first + self.b), "cpu")
+            self._starts = rnd.randint(self.window_starts, self.b)
             self._starts_step = step
         return self._starts
 
@@ -61,7 +71,7 @@ class StepSampler(Sampler):
         return self._perm
 
     def item(self, step: int, j: int) -> tuple[int, ...]:
-        pos = (step * self.world + self.rank) * self.b + j
+        pos = first_position(step, self.rank, self.world, self.b) + j
         epoch, offset = divmod(pos, self.n)
         key = (int(self._permutation(epoch)[offset]), seed_key(self.seed, "clip", pos))
         if self.window_starts:

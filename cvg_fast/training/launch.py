@@ -24,6 +24,9 @@ _SPECIAL = {
     "amp": dict(choices=["auto", "none", "bf16"],
                 help="precision: bf16 autocast or fp32 ('none'); default auto: bf16 where the "
                      "device computes it natively (AVX512-BF16/AMX CPU, Ampere+ GPU)"),
+    "grad_sync": dict(choices=["overlap", "flat"],
+                      help="gradient averaging across processes: overlap (bucketed "
+                           "all-reduces during backward, default) or flat (one after it)"),
     "channels_last": dict(action=argparse.BooleanOptionalAction,
                           help="activations in channels-last order (default: on, the fastest "
                                "measured on CPU and GPU)"),

@@ -3,14 +3,15 @@
 Level 1 learns x^1 from noise. Level L > 1 learns x^L windows from windows of
 x̂^{L-1}, made by the frozen, already trained levels below (no gradient ever
 reaches them). Real pairs come from the data pyramid of the same clip (eq. 3):
-(x^L[s*tf : (s+w)*tf], x^{L-1}[s : s+w]).
+(x^L[s*tf : (s+w)*tf], x^{L-1}[s : s+w]); cvg_fast.training.pairs makes them and the fake ones.
 
 Per step: D update(s) on one batch [real ; fake] (one forward, so one power
 iteration per spectral-norm layer), then a G update, then the EMA of G (samples,
 evaluation and saved generators use it; cvg_fast.training.ema). Gradients are averaged
 across processes; BN statistics are synchronised. Everything random is keyed
-by (seed, step, rank), so `--resume` replays exactly what an uninterrupted run
-would have done.
+by (seed, step, sample's global position) (`BatchRandom`), so `--resume` replays
+exactly what an uninterrupted run would have done, and W processes x batch B train
+the same run as one process x batch W*B (up to float reduction order).
 """
 
 from __future__ import annotations
@@ -36,18 +37,19 @@ from cvg_fast.models.cascade import check_levels_agree
 from cvg_fast.models.checkpoint import (
     checkpoint_path, level_dir, load_generator, atomic_write_bytes,
 )
-from cvg_fast.models.noise import seed_key
+from cvg_fast.models.noise import BatchRandom
 from cvg_fast.nn import spectral_norm_step, standing_statistics
 from cvg_fast.nn.layout import set_channels_last
 from cvg_fast.nn.precision import resolve_precision
-from cvg_fast.ops import pyramid
 from cvg_fast.training import distributed as D
 from cvg_fast.training.bad_videos import BadVideoTally
 from cvg_fast.training.checkpoints import CheckpointManager, Loaded, resume_change
-from cvg_fast.training.data import make_train_loader, worker_error
+from cvg_fast.training.data import first_position, make_train_loader, worker_error
 from cvg_fast.training.ema import GeneratorEMA
+from cvg_fast.training.grad_sync import OverlappedGradSync
 from cvg_fast.training.losses import d_loss, g_loss
 from cvg_fast.training.nonfinite import NonFiniteGuard
+from cvg_fast.training.pairs import PairMaker
 from cvg_fast.training.preemption import StopRequest, StoppedBySignal
 from cvg_fast.training.run_memory import format_bytes, memory_bytes, memory_kind
 from cvg_fast.training.tensorboard_log import TensorBoardLog
@@ -75,10 +77,6 @@ class TrainResult:
     bad_videos: list[tuple[str, str]] = field(default_factory=list)
     # --patience evaluations in a row without a new best ended the run (a normal end)
     stopped_early: bool = False
-
-
-def _shapes(cfg: CascadeConfig, upto: int) -> list[tuple[int, int]]:
-    return [(lv.frames, lv.size) for lv in cfg.levels[:upto]]
 
 
 def load_frozen_levels(cfg: CascadeConfig, level: int, prev_run: Path, num_classes: int,
@@ -171,6 +169,10 @@ class LevelTrainer:
                                       fused=fused)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.tc.lr_d, betas=betas,
                                       fused=fused)
+        # gradient averaging across processes, overlapping backward unless --grad-sync flat
+        overlap = self.tc.grad_sync == "overlap" and dist.world > 1
+        self.grad_sync = {name: OverlappedGradSync(net, dist.world) if overlap else None
+                          for name, net in (("G", self.G), ("D", self.D))}
         # the average of G's weights that samples, evaluation and checkpoint readers use
         self.ema = GeneratorEMA(self.G, self.tc.ema_decay) if self.tc.ema_decay > 0 else None
         self.step = 0
@@ -187,8 +189,8 @@ class LevelTrainer:
             D.broadcast_module(self.ema.model, dist.world)
         self.last: dict = {}
         self._bn_step: int | None = None  # step whose standing BN statistics G holds
-        # where TBPTT window starts are drawn from (keyed without the rank; see `fake`)
-        self._window_gen: torch.Generator | None = None
+        # eq. 3's real and fake pairs (real windows from the pyramid, fake from the levels below)
+        self.pairs = PairMaker(cfg, level, self.lower, self.tc, self.device)
 
     # ------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
@@ -285,125 +287,20 @@ class LevelTrainer:
                                  self.dali_only)
 
     # --------------------------------------------------------------- batches
-    def _gen(self, tag: str) -> torch.Generator:
-        g = torch.Generator(device=self.device)
-        g.manual_seed(seed_key(self.tc.seed, tag, self.step, self.dist.rank))
-        return g
-
-    def _randn(self, shape, gen) -> torch.Tensor:
-        return torch.randn(shape, generator=gen, device=self.device)
-
-    @contextlib.contextmanager
-    def _shared_windows(self, *key):
-        """Inside, TBPTT window starts come from a generator keyed by `key` but NOT the rank:
-        every process draws the same starts, so each runs the same number of no-grad chunks
-        (and its synchronised BN the same collectives). The noise stays per rank."""
-        if not self.tc.tbptt_horizon:
-            yield
-            return
-        g = torch.Generator(device=self.device)
-        g.manual_seed(seed_key(self.tc.seed, "tbptt", *key))
-        self._window_gen = g
-        try:
-            yield
-        finally:
-            self._window_gen = None
-
-    def lower_output(self, y: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
-        """x̂^{L-1} (N, T, 3, s, s) from the frozen levels below, without grad.
-
-        T = T_{L-1} at the training length; with `input_rollout` R, level 1 makes R more
-        frames and T grows by R times the levels' frame factors.
-        """
-        lower = self.lower
-        c1 = lower.level_cfg(1)  # level 1 is driven by its own config, not this level's
-        z = self._randn((n, c1.z_dim), gen)
-        with torch.no_grad():
-            chunks = lower.stream(z, y, c1.levels[0].frames + self.tc.input_rollout,
-                                  lambda lvl, t0, t1, shape: self._randn((n, t1 - t0, *shape), gen))
-            return torch.cat(list(chunks), dim=1)
-
-    def windows(self, n: int, gen: torch.Generator, t_in: int | None = None) -> torch.Tensor:
-        """Random window starts (N,) in input frames for an upscaling level (input: t_in
-        frames, default the level below's training length)."""
-        t_in = t_in or self.cfg.levels[self.level - 2].frames
-        w = self.cfg.window(self.level)
-        return torch.randint(0, t_in - w + 1, (n,), generator=gen, device=self.device)
-
-    @staticmethod
-    def take(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
-        """(N, T, ...) -> (N, length, ...) with row i = frames starts[i] : starts[i] + length."""
-        idx = starts.view(-1, 1) + torch.arange(length, device=x.device).view(1, -1)
-        return torch.gather(x, 1, idx.view(*idx.shape, 1, 1, 1).expand(-1, -1, *x.shape[2:]))
-
-    def real_pair(self, video: torch.Tensor, gen: torch.Generator):
-        """(x^L, x^{L-1}) from the data pyramid of a top-level clip, windowed for L > 1.
-        (Loaders built by `train_level` deliver these views decoded already: see
-        `cvg_fast.data.level_views`; this is the path for whole clips.)"""
-        views = pyramid(video, _shapes(self.cfg, self.cfg.num_levels))
-        high = views[self.level - 1]
-        if self.level == 1:
-            return high, None
-        low = views[self.level - 2]
-        w, tf = self.cfg.window(self.level), self.cfg.t_factor(self.level)
-        s = self.windows(video.shape[0], gen)
-        return self.take(high, s * tf, w * tf), self.take(low, s, w)
-
-    def fake(self, y, n: int, gen: torch.Generator, x_low: torch.Tensor | None,
-             net: torch.nn.Module | None = None):
-        """G's output (with grad if enabled) for noise from `gen`; `net`: another generator
-        of this level to run instead of G (the EMA one)."""
-        net = self.G if net is None else net
-        if self.level == 1:
-            cfg = self.cfg
-            t = cfg.levels[0].frames
-            if self.tc.tbptt_horizon > 0:
-                return self._fake_tbptt(y, n, gen, t, net)
-            k = (int(torch.randint(0, self.tc.rollout_offset + 1, (1,), generator=gen,
-                                   device=gen.device)) if self.tc.rollout_offset > 0 else 0)
-            e = self._randn((n, t + k, cfg.z_t_dim), gen) if cfg.z_t_dim else None
-            out = net(self._randn((n, cfg.z_dim), gen), y, frames=t + k, frame_noise=e)
-            return out[:, k:]  # D judges frames k..k+T of a longer rollout
-        t = x_low.shape[1] * self.cfg.t_factor(self.level)
-        noise = self._randn((n, t, self.cfg.z_ch, *x_low.shape[-2:]), gen)
-        return net(x_low, noise, y)
-
-    def _fake_tbptt(self, y, n: int, gen: torch.Generator, t: int,
-                    net: torch.nn.Module) -> torch.Tensor:
-        """Level 1 with truncated backpropagation: frames s..s+T of an (s+T)-frame rollout,
-        s uniform in [0, tbptt_horizon]. Frames 0..s-1 run without grad in T-frame chunks
-        (memory of one window, whatever the horizon) and hand over only the ConvGRU states,
-        detached; the T frames run with grad (if enabled) from there. The per-frame noise is
-        drawn for the whole rollout at once, so the window is the one-pass video's frames
-        s..s+T (exactly so in eval mode; in train mode BN sees each chunk's statistics)."""
-        cfg = self.cfg
-        wg = self._window_gen if self._window_gen is not None else gen
-        s = int(torch.randint(0, self.tc.tbptt_horizon + 1, (1,), generator=wg,
-                              device=wg.device))
-        e = self._randn((n, s + t, cfg.z_t_dim), gen) if cfg.z_t_dim else None
-        z = self._randn((n, cfg.z_dim), gen)
-        state = None
-        with torch.no_grad():
-            for t0 in range(0, s, t):
-                t1 = min(t0 + t, s)
-                _, state = net(z, y, frames=t1 - t0,
-                                  frame_noise=None if e is None else e[:, t0:t1],
-                                  state=state, return_state=True)
-        if state is not None:
-            state = [h.detach() for h in state]  # the truncation: no gradient into frames < s
-        return net(z, y, frames=t, frame_noise=None if e is None else e[:, s:], state=state)
-
-    def fake_input(self, y, n: int, gen: torch.Generator) -> torch.Tensor | None:
-        if self.level == 1:
-            return None
-        low = self.lower_output(y, n, gen)
-        return self.take(low, self.windows(n, gen, low.shape[1]), self.cfg.window(self.level))
+    def batch_random(self, tag: str, n: int, step: int | None = None) -> BatchRandom:
+        """The draws of this process's n rows of step `step` (default: this one), keyed by
+        (seed, tag, step, global position): position (step * world + rank) * batch + j, as
+        the loader's StepSampler numbers the clips, so any world size with the same global
+        batch draws the same numbers for the same sample."""
+        step = self.step if step is None else step
+        first = first_position(step, self.dist.rank, self.dist.world, self.tc.batch_size)
+        return BatchRandom((self.tc.seed, tag, step), range(first, first + n), self.device)
 
     # ------------------------------------------------------------------ step
     def train_step(self, batch: dict) -> dict:
         tc = self.tc
         y = batch["label"].to(self.device) if self.num_classes > 0 else None
-        gen = self._gen("step")
+        gen = self.batch_random("step", batch["label"].shape[0])
         # bf16 autocast on CPU (AVX512-BF16, oneDNN) and CUDA alike; spectral norm's power
         # iteration and sigma, f_s and the upscaler's residual sum stay fp32 inside
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -415,20 +312,20 @@ class LevelTrainer:
                 real_low = batch["low"].to(self.device, non_blocking=True)
                 # the sampler made this draw for the loader (StepSampler): make it here too,
                 # so the step's noise is what it was when the trainer cut the windows
-                self.windows(real_high.shape[0], gen)
+                self.pairs.windows(real_high.shape[0], gen)
         else:  # whole top-level clips: the pyramid and the window here
-            real_high, real_low = self.real_pair(batch["video"].to(self.device, non_blocking=True),
-                                                 gen)
+            real_high, real_low = self.pairs.real_pair(
+                batch["video"].to(self.device, non_blocking=True), gen)
         n = real_high.shape[0]
         with amp:  # the frozen levels below in the precision they are sampled with
-            fake_low = self.fake_input(y, n, gen)
+            fake_low = self.pairs.fake_input(y, n, gen)
         yy = torch.cat([y, y]) if y is not None else None
         self.G.train()
         self.D.train().requires_grad_(True)
         # G's weights do not change until its own update: W/sigma (and the power iteration)
         # once for the whole step, shared by the D updates' no-grad samples and G's update
         self.guard.begin_step()
-        with spectral_norm_step(self.G), self._shared_windows("step", self.step):
+        with spectral_norm_step(self.G), self.pairs.shared_windows("step", self.step):
             logs = self._d_then_g(tc, n, y, yy, gen, amp, real_high, real_low, fake_low)
         if self.guard.end_step():  # skipped: G, D, their buffers and optimisers as before
             logs.setdefault("loss_d", math.nan)
@@ -446,7 +343,7 @@ class LevelTrainer:
         logs = {}
         for _ in range(tc.d_steps):
             with torch.no_grad(), amp:
-                fake_high = self.fake(y, n, gen, fake_low)
+                fake_high = self.pairs.fake(self.G, y, n, gen, fake_low)
             with amp:
                 scores = self.D(torch.cat([real_high, fake_high.to(real_high.dtype)]),
                                 None if real_low is None else torch.cat([real_low, fake_low]),
@@ -456,7 +353,7 @@ class LevelTrainer:
             loss_d, parts = d_loss(real, fake, tc.loss)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            mean_d = D.average_gradients(self.D, self.dist.world, extra=loss_d.detach())
+            mean_d = self._average_gradients("D", loss_d)
             logs.update(parts, loss_d=float(loss_d.detach()))
             if not self.guard.update_ok("loss_d", mean_d, self.D):
                 return logs
@@ -464,17 +361,25 @@ class LevelTrainer:
 
         self.D.requires_grad_(False)
         with amp:
-            fake_high = self.fake(y, n, gen, fake_low)
+            fake_high = self.pairs.fake(self.G, y, n, gen, fake_low)
             scores = self.D(fake_high, fake_low, y, gen)
         loss_g, parts = g_loss(scores, tc.loss)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        mean_g = D.average_gradients(self.G, self.dist.world, extra=loss_g.detach())
+        mean_g = self._average_gradients("G", loss_g)
         if self.guard.update_ok("loss_g", mean_g, self.G):
             self.opt_g.step()
         self.D.requires_grad_(True)
         logs.update(parts, loss_g=float(loss_g.detach()))
         return logs
+
+    def _average_gradients(self, name: str, loss: torch.Tensor) -> torch.Tensor:
+        """After G's or D's backward: its gradients averaged across processes (the
+        overlapped buckets finished, or one flat all-reduce) and the averaged loss."""
+        sync = self.grad_sync[name]
+        if sync is not None:
+            return sync.finish(extra=loss.detach())
+        return D.average_gradients(getattr(self, name), self.dist.world, extra=loss.detach())
 
     # ------------------------------------------------------- BN and samples
     @property
@@ -496,17 +401,16 @@ class LevelTrainer:
             for net in nets:
                 standing.enter_context(standing_statistics(net))
             for i in range(nb):
-                gen = torch.Generator(device=self.device)
-                gen.manual_seed(seed_key(self.tc.seed, "bn", step, self.dist.rank, i))
                 n = self.tc.batch_size
-                y = (torch.randint(0, self.num_classes, (n,), generator=gen, device=self.device)
-                     if self.num_classes > 0 else None)
-                x_low = self.fake_input(y, n, gen)  # once: the frozen levels are the costly part
+                gen = self.batch_random(f"bn{i}", n, step)
+                y = gen.randint(self.num_classes, n) if self.num_classes > 0 else None
+                # once: the frozen levels are the costly part
+                x_low = self.pairs.fake_input(y, n, gen)
                 noise = gen.get_state()
                 for net in nets:
                     gen.set_state(noise)
-                    with self._shared_windows("bn", step, i):  # BN is synchronised here too
-                        self.fake(y, n, gen, x_low, net=net)
+                    with self.pairs.shared_windows("bn", step, i):  # BN is synchronised here too
+                        self.pairs.fake(net, y, n, gen, x_low)
         self.G.train()
 
     @torch.no_grad()
@@ -520,12 +424,12 @@ class LevelTrainer:
         from cvg_fast.data.video_io import save_frame_grid_png, write_video
 
         n = min(8, max(self.num_classes, 4))
-        gen = torch.Generator(device=self.device).manual_seed(self.tc.seed + 12345)
+        gen = BatchRandom((self.tc.seed, "samples"), range(n), self.device)  # the same each time
         y = (torch.arange(n, device=self.device) % self.num_classes
              if self.num_classes > 0 else None)
         net = self.sampler
         net.eval()
-        x = self.fake(y, n, gen, self.fake_input(y, n, gen), net=net)
+        x = self.pairs.fake(net, y, n, gen, self.pairs.fake_input(y, n, gen))
         self.G.train()
         frames = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         videos = frames.permute(0, 1, 3, 4, 2).cpu().numpy()  # (N, T, H, W, 3)
