@@ -74,6 +74,7 @@ def cmd_demo(args) -> int:
     data, heldout, run, videos = out / "data", out / "heldout", out / "run", out / "videos"
     cfg = get_preset("tiny")
     cfg.train.amp, cfg.train.channels_last = args.amp, args.channels_last
+    cfg.train.seed = args.seed
     prec = dict(amp=args.amp, channels_last=args.channels_last)  # sampling as trained
     top = cfg.levels[-1]
     long_frames = top.frames * 4  # 4x the training length
@@ -281,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-eval-videos", type=int, default=256,
                    help="clips per metric row; also the size of the training and held-out sets "
                         "(a multiple of 4, default 256)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0,
+                   help="seeds training (weights, noise, clips), sampling and the real clips "
+                        "scored (default 0); the synthetic data stays the same. One GAN run is "
+                        "one draw: compare seeds before trusting a difference")
     _precision_flags(d)
     d.set_defaults(fn=cmd_demo)
 
