@@ -135,29 +135,33 @@ def check_converges(op, device):
     assert abs(float(op(w, u, v, EPS, False)) - float(sigma)) <= 1e-5 * want
 
 
-BAD_INPUTS = [  # (what, w, u, v), match
-    ("double w", lambda: (torch.randn(4, 6, dtype=torch.float64), torch.randn(4), torch.randn(6)),
+def _on(device, *ts):
+    return tuple(t.to(device) for t in ts)
+
+
+BAD_INPUTS = [  # (what, device -> (w, u, v), match); made on the device, so views stay views
+    ("double w", lambda d: _on(d, torch.randn(4, 6, dtype=torch.float64), torch.randn(4),
+                               torch.randn(6)),
      r"w must be float32, got .*(Double|float64)"),
-    ("half u", lambda: (torch.randn(4, 6), torch.randn(4).half(), torch.randn(6)),
+    ("half u", lambda d: _on(d, torch.randn(4, 6), torch.randn(4).half(), torch.randn(6)),
      r"u must be float32, got .*(Half|float16)"),
-    ("u too long", lambda: (torch.randn(4, 6), torch.randn(5), torch.randn(6)),
+    ("u too long", lambda d: _on(d, torch.randn(4, 6), torch.randn(5), torch.randn(6)),
      r"u has shape .*5.* expected \(4,\)"),
-    ("v too short", lambda: (torch.randn(4, 6), torch.randn(4), torch.randn(5)),
+    ("v too short", lambda d: _on(d, torch.randn(4, 6), torch.randn(4), torch.randn(5)),
      r"v has shape .*5.* expected \(6,\)"),
-    ("3D w", lambda: (torch.randn(4, 2, 3), torch.randn(4), torch.randn(6)), r"w must be 2D"),
-    ("strided v", lambda: (torch.randn(4, 6), torch.randn(4), torch.randn(12)),
+    ("3D w", lambda d: _on(d, torch.randn(4, 2, 3), torch.randn(4), torch.randn(6)),
+     r"w must be 2D"),
+    ("strided v", lambda d: (*_on(d, torch.randn(4, 6), torch.randn(4)),
+                             torch.randn(12, device=d)[::2]),
      r"must be contiguous"),
 ]
 
 
 def check_bad_input(op, exc, make_args, match, device):
-    w, u, v = (t.to(device) for t in make_args())
-    if v.numel() == 12:  # "strided v": sliced on the device (.to("cuda") would copy it dense)
-        v = v[::2]
+    w, u, v = make_args(device)
     with pytest.raises(exc, match=match) as info:
         op(w, u, v, EPS, True)
     assert "\n" not in str(info.value).strip(), f"not one line: {info.value}"
-
 
 
 # ---- native: C++ (CPU) and CUDA ------------------------------------------------------------
