@@ -93,8 +93,9 @@ class TrainConfig:
     patience: int = 0
     # gradient averaging across processes: "overlap" (bucketed all-reduces started from
     # hooks while backward runs; cvg_fast.training.grad_sync) | "flat" (one all-reduce per
-    # network after backward). The same averages either way
-    grad_sync: str = "overlap"
+    # network after backward) | "auto" (overlap on CUDA, flat on CPU: measured faster
+    # there). The same averages either way
+    grad_sync: str = "auto"
 
 
 @dataclass
@@ -169,8 +170,8 @@ class CascadeConfig:
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise CvgError(f"ema_decay must be in [0, 1) (got {self.train.ema_decay}): 0 turns "
                            f"the EMA of G off, 0.999 is the paper presets' value")
-        if self.train.grad_sync not in ("overlap", "flat"):
-            raise CvgError(f"grad_sync must be 'overlap' or 'flat' (got "
+        if self.train.grad_sync not in ("auto", "overlap", "flat"):
+            raise CvgError(f"grad_sync must be 'auto', 'overlap' or 'flat' (got "
                            f"{self.train.grad_sync!r})")
         if self.train.patience < 0:
             raise CvgError(f"patience must be >= 0 (got {self.train.patience}; 0 = never stop "

@@ -90,3 +90,30 @@ def test_one_process_installs_nothing():
     loss.backward()
     extra = loss.detach()
     assert sync.finish(extra=extra) is extra
+
+
+@pytest.mark.parametrize("requested, device, world, expected", [
+    ("auto", "cpu", 2, "flat"),      # measured: gloo's thread competes with backward on CPU
+    ("auto", "cuda", 2, "overlap"),  # NCCL's stream runs beside backward's kernels
+    ("overlap", "cpu", 2, "overlap"),
+    ("flat", "cuda", 8, "flat"),
+    ("auto", "cuda", 1, None),       # one process: nothing to average
+    ("overlap", "cpu", 1, None),
+])
+def test_grad_sync_mode(requested, device, world, expected):
+    from cvg_fast.training.grad_sync import grad_sync_mode
+
+    assert grad_sync_mode(requested, torch.device(device), world) == expected
+
+
+def test_grad_sync_mode_rejects_unknown_names():
+    from cvg_fast.config import get_preset
+    from cvg_fast.errors import CvgError
+    from cvg_fast.training.grad_sync import grad_sync_mode
+
+    with pytest.raises(ValueError, match="grad_sync must be"):
+        grad_sync_mode("ring", torch.device("cpu"), 2)
+    cfg = get_preset("tiny")
+    cfg.train.grad_sync = "ring"
+    with pytest.raises(CvgError, match="grad_sync must be 'auto', 'overlap' or 'flat'"):
+        cfg.validate()

@@ -3,7 +3,8 @@
 What must hold: both nodes end with identical weights; the run is the same run as two
 processes on one node: the global batch is the same clips (StepSampler: rank r of world W
 reads positions (step*W + r)*B + j), every draw of a sample is keyed by its global position
-(BatchRandom), BN statistics and gradients are all-reduced. So that comparison is exact
+(BatchRandom), BN statistics and gradients are all-reduced (the nodes overlapping their
+all-reduces with backward, the one-node run after it: the same sums). So that comparison is exact
 (torch.equal, no tolerance): the same float operations in the same order on the same CPU,
 and a two-rank all-reduce sums a + b, which IEEE addition makes independent of the order.
 And it is the run of ONE process with the doubled batch, up to float tolerance: the same
@@ -43,10 +44,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _train_args(script, data, out, batch_size=2):
+def _train_args(script, data, out, batch_size=2, extra=()):
     return [str(script), "--level", "1", "--data", str(data), "--out", str(out),
             "--steps", "3", "--batch-size", str(batch_size), "--log-every", "1", "--g-ch", "8",
-            "--d-ch", "8", "--num-workers", "0", "--no-progress", "--device", "cpu"]
+            "--d-ch", "8", "--num-workers", "0", "--no-progress", "--device", "cpu", *extra]
 
 
 def _weights(run, rank):
@@ -111,7 +112,9 @@ def test_two_nodes_on_localhost_equal_one_process_with_the_doubled_batch(synth_d
     agents = [subprocess.Popen(  # c10d assigns ranks in rendezvous order (node_rank ignored)
         torchrun + ["--nnodes=2", f"--node_rank={node}", "--rdzv-backend=c10d",
                     f"--rdzv-endpoint={endpoint}", "--rdzv-id=two_nodes"]
-        + _train_args(script, synth_data, nodes_run),
+        # the nodes overlap their all-reduces with backward; the one-node run below averages
+        # after it (--grad-sync auto is flat on CPU): the same sums, so still bit-equal
+        + _train_args(script, synth_data, nodes_run, extra=["--grad-sync", "overlap"]),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for node in (0, 1)]
     try:

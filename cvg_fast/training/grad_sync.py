@@ -23,6 +23,22 @@ import torch.distributed as dist
 import torch.nn as nn
 
 
+def grad_sync_mode(requested: str, device: torch.device, world: int) -> str | None:
+    """The averaging a run uses: "overlap", "flat", or None (one process: nothing to average).
+
+    "auto" is overlap on CUDA (NCCL runs on its own stream, beside backward's kernels) and
+    flat elsewhere: on CPU, gloo's thread takes cores from backward, and overlap measured
+    0.95x of flat (tiny L1, 2 processes on 2 cores: bench/results/grad_sync_*_cpu_w2.json).
+    """
+    if requested not in ("auto", "overlap", "flat"):
+        raise ValueError(f"grad_sync must be 'auto', 'overlap' or 'flat' (got {requested!r})")
+    if world <= 1:
+        return None
+    if requested == "auto":
+        return "overlap" if torch.device(device).type == "cuda" else "flat"
+    return requested
+
+
 class OverlappedGradSync:
     """Average `module`'s gradients across `world` processes during its backward.
 

@@ -24,9 +24,10 @@ _SPECIAL = {
     "amp": dict(choices=["auto", "none", "bf16"],
                 help="precision: bf16 autocast or fp32 ('none'); default auto: bf16 where the "
                      "device computes it natively (AVX512-BF16/AMX CPU, Ampere+ GPU)"),
-    "grad_sync": dict(choices=["overlap", "flat"],
+    "grad_sync": dict(choices=["auto", "overlap", "flat"],
                       help="gradient averaging across processes: overlap (bucketed "
-                           "all-reduces during backward, default) or flat (one after it)"),
+                           "all-reduces during backward) or flat (one after it); default "
+                           "auto: overlap on CUDA, flat on CPU (measured faster there)"),
     "channels_last": dict(action=argparse.BooleanOptionalAction,
                           help="activations in channels-last order (default: on, the fastest "
                                "measured on CPU and GPU)"),

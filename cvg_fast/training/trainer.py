@@ -46,7 +46,7 @@ from cvg_fast.training.bad_videos import BadVideoTally
 from cvg_fast.training.checkpoints import CheckpointManager, Loaded, resume_change
 from cvg_fast.training.data import first_position, make_train_loader, worker_error
 from cvg_fast.training.ema import GeneratorEMA
-from cvg_fast.training.grad_sync import OverlappedGradSync
+from cvg_fast.training.grad_sync import OverlappedGradSync, grad_sync_mode
 from cvg_fast.training.losses import d_loss, g_loss
 from cvg_fast.training.nonfinite import NonFiniteGuard
 from cvg_fast.training.pairs import PairMaker
@@ -169,8 +169,10 @@ class LevelTrainer:
                                       fused=fused)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.tc.lr_d, betas=betas,
                                       fused=fused)
-        # gradient averaging across processes, overlapping backward unless --grad-sync flat
-        overlap = self.tc.grad_sync == "overlap" and dist.world > 1
+        # gradient averaging across processes: overlapping backward, or one all-reduce after
+        # it (--grad-sync; auto: overlap on CUDA, flat on CPU, as measured)
+        self.grad_sync_mode = grad_sync_mode(self.tc.grad_sync, self.device, dist.world)
+        overlap = self.grad_sync_mode == "overlap"
         self.grad_sync = {name: OverlappedGradSync(net, dist.world) if overlap else None
                           for name, net in (("G", self.G), ("D", self.D))}
         # the average of G's weights that samples, evaluation and checkpoint readers use
@@ -718,4 +720,7 @@ def train_level(cfg: CascadeConfig, level: int, data: str | os.PathLike, out: st
         ready.unlink(missing_ok=True)
     if dist.is_main and progress:
         print(f"cvg_fast: precision: {trainer.precision.describe()}", flush=True)
+        if trainer.grad_sync_mode is not None:
+            print(f"cvg_fast: gradient averaging: {trainer.grad_sync_mode} "
+                  f"(--grad-sync {cfg.train.grad_sync})", flush=True)
     return trainer.run()
