@@ -34,17 +34,18 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="bench/results")
     a = p.parse_args()
-    dist = D.init_distributed(a.device)
     base = get_preset(a.preset)
     cfg = _bench_cfg(base, a.batch_size or base.train.batch_size, num_classes=4)
     top = cfg.levels[-1]
     data = RandomClips(top.frames * cfg.frame_stride, top.size, num_classes=4)
     batch = _fixed_batch(data, cfg.train.batch_size)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # one per process
         lower = Path(tmp) / "lower"
-        if dist.is_main and a.level > 1:
+        if a.level > 1:  # each process its own copy, before the process group exists: the
+            # lower levels train as one process (their synchronised BN would otherwise wait
+            # for the other ranks)
             make_lower_levels(cfg, a.level - 1, lower, data)
-        D.barrier()
+        dist = D.init_distributed(a.device)
         trainers, spent = {}, {}
         for mode in ("overlap", "flat"):
             c = cfg.copy()

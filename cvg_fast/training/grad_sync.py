@@ -28,7 +28,8 @@ def grad_sync_mode(requested: str, device: torch.device, world: int) -> str | No
 
     "auto" is overlap on CUDA (NCCL runs on its own stream, beside backward's kernels) and
     flat elsewhere: on CPU, gloo's thread takes cores from backward, and overlap measured
-    0.95x of flat (tiny L1, 2 processes on 2 cores: bench/results/grad_sync_*_cpu_w2.json).
+    0.997x (L1) and 0.986x (L2) of flat's speed (tiny, 2 processes on 2 cores:
+    bench/results/grad_sync_tiny_L*_cpu_w2.json): no gain for the extra machinery.
     """
     if requested not in ("auto", "overlap", "flat"):
         raise ValueError(f"grad_sync must be 'auto', 'overlap' or 'flat' (got {requested!r})")
