@@ -278,6 +278,33 @@ def test_read_clip_odd_size_and_codecs(tmp_path):
         assert read_clip(path, 3, 4, 2, 9).shape == (4, 9, 9, 3)
 
 
+# camera, broadcast and web codecs of the 1990s-2000s: (file, codec, pix_fmt, coded w x h,
+# fps, display width: the pixel aspect applied, as players show it)
+OLD_CODECS = [
+    ("pal.dv", "dvvideo", "yuv420p", 720, 576, 25, 768),  # DV camcorder, PAL 4:3
+    ("phone.3gp", "h263", "yuv420p", 176, 144, 15, 192),  # QCIF, 12:11 pixels
+    ("vcd.mpg", "mpeg1video", "yuv420p", 352, 240, 30, 352),
+    ("dvd.mpg", "mpeg2video", "yuv420p", 352, 288, 25, 352),
+    ("broadcast.ts", "mpeg2video", "yuv420p", 320, 240, 25, 320),
+    ("web.flv", "flv", "yuv420p", 320, 240, 15, 320),
+    ("win.wmv", "wmv2", "yuv420p", 320, 240, 15, 320),
+    ("divx.avi", "msmpeg4v2", "yuv420p", 320, 240, 15, 320),
+    ("cd-rom.mov", "cinepak", "rgb24", 160, 120, 15, 160),
+    ("edit.mov", "prores", "yuv422p10le", 320, 240, 24, 320),
+]
+
+
+@pytest.mark.parametrize("name,codec,pix_fmt,w,h,fps,display_w", OLD_CODECS)
+def test_old_camera_and_broadcast_codecs(tmp_path, name, codec, pix_fmt, w, h, fps, display_w):
+    n = 12
+    path = _write_raw(tmp_path / name, codec, _indexed_frames(n, h, w), fps=fps, pix_fmt=pix_fmt)
+    info = probe_video(path)
+    assert info.frames == n and info.fps == fps, (info.frames, info.fps)
+    assert (info.width, info.height) == (display_w, h)
+    assert _frame_ids(read_clip(path, 0, n, 1, None)) == list(range(n))
+    assert _frame_ids(read_clip(path, 5, 3, 2, 16)) == [5, 7, 9]
+
+
 def test_read_clip_applies_rotation_and_pixel_aspect(tmp_path):
     img = np.zeros((16, 32, 3), np.uint8)
     img[:8, :8] = 255  # white block top-left of the coded frame

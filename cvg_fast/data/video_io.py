@@ -111,9 +111,15 @@ def _video_stream(container, path: str):
     return stream if stream is not None else video[0]
 
 
+# above this a "frame rate" is a time base read as one (raw DV reports its 1/60000 clock
+# as an average rate of 60000 fps; its real 25 fps is the guessed and base rate)
+_MAX_FPS = 1000
+
+
 def _stream_fps(stream) -> Fraction | None:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate is not None and rate > 0:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate,
+                 stream.codec_context.framerate):
+        if rate is not None and 0 < rate <= _MAX_FPS:
             return Fraction(rate)
     return None
 
