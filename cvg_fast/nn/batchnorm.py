@@ -3,8 +3,9 @@
 Under DDP each process sees batch/world videos; the generator's BN must
 normalise with statistics of the whole global batch. torch.nn.SyncBatchNorm
 only runs on CUDA tensors, so the CPU/gloo path all-reduces (sum, sum of
-squares, count) itself with the differentiable
-`torch.distributed.nn.functional.all_reduce`; on CUDA under a process group
+squares, count) itself with a differentiable all-reduce (`_AllReduceSum`; torch's
+`torch.distributed.nn.functional.all_reduce` does the same but warns that it is
+deprecated on every call); on CUDA under a process group
 the same code runs over NCCL. With one process it is plain `F.batch_norm`.
 
 Works on any (N, C, *) input: (N, C, H, W) frames or (N, C, T, H, W) clips.
@@ -19,6 +20,23 @@ import torch.nn as nn
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; its gradient is the sum of every process's gradient (each
+    process's input reaches every process's output)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 class SyncBatchNorm(nn.BatchNorm2d):
@@ -39,13 +57,11 @@ class SyncBatchNorm(nn.BatchNorm2d):
         return self._synced(x)
 
     def _synced(self, x: torch.Tensor) -> torch.Tensor:
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0] + list(range(2, x.dim()))
         xf = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
-        stats = all_reduce(stats)
+        stats = _AllReduceSum.apply(stats)
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n

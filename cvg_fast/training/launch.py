@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from cvg_fast.config import PRESETS, CascadeConfig, LevelConfig, TrainConfig, get_preset
@@ -147,6 +148,7 @@ def main(argv=None) -> int:
                              dali_only=args.dali_only, tensorboard=not args.no_tensorboard)
     finally:
         shutdown_distributed()
-    print(f"level {result.level}: {result.steps} steps in {result.seconds:.0f}s -> "
-          f"{result.run_dir}/level{result.level}/checkpoint.pt")
+    if int(os.environ.get("RANK", "0")) == 0:  # once per job, not once per process
+        print(f"level {result.level}: {result.steps} steps in {result.seconds:.0f}s -> "
+              f"{result.run_dir}/level{result.level}/checkpoint.pt")
     return 0
