@@ -93,8 +93,8 @@ class TrainConfig:
     patience: int = 0
     # gradient averaging across processes: "overlap" (bucketed all-reduces started from
     # hooks while backward runs; cvg_fast.training.grad_sync) | "flat" (one all-reduce per
-    # network after backward) | "auto" (overlap on CUDA, flat on CPU: measured faster
-    # there). The same averages either way
+    # network after backward) | "auto" (overlap on CUDA, flat on CPU, where overlap
+    # measured no gain). The same averages either way
     grad_sync: str = "auto"
 
 

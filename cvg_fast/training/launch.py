@@ -28,7 +28,7 @@ _SPECIAL = {
     "grad_sync": dict(choices=["auto", "overlap", "flat"],
                       help="gradient averaging across processes: overlap (bucketed "
                            "all-reduces during backward) or flat (one after it); default "
-                           "auto: overlap on CUDA, flat on CPU (measured faster there)"),
+                           "auto: overlap on CUDA, flat on CPU (overlap measured no gain there)"),
     "channels_last": dict(action=argparse.BooleanOptionalAction,
                           help="activations in channels-last order (default: on, the fastest "
                                "measured on CPU and GPU)"),
