@@ -112,3 +112,31 @@ def test_ranks_wait_on_a_file_not_a_collective(tmp_path):
         D.wait_for(failed, "indexing")
     with pytest.raises(CvgError, match="never appeared"):
         D.wait_for(tmp_path / ".never", "indexing", poll_s=0.01, timeout_s=0.05)
+
+
+def _one_process_trainer_in_a_group(rank, world, port, result):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from conftest import narrow_tiny
+        from cvg_fast.errors import CvgError
+        from cvg_fast.training import LevelTrainer
+        from cvg_fast.training.distributed import DistInfo
+
+        try:
+            LevelTrainer(narrow_tiny(), 1, None, Path(f"/nonexistent/{rank}"), None, DistInfo())
+            result[rank] = "built"
+        except CvgError as exc:
+            result[rank] = str(exc)
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def test_a_one_process_trainer_inside_a_process_group_is_refused():
+    """It would hang at its first synchronised BN, waiting for processes that never come."""
+    result = mp.Manager().dict()
+    mp.spawn(_one_process_trainer_in_a_group, args=(2, _free_port(), result), nprocs=2,
+             join=True)
+    for rank in (0, 1):
+        assert "given world 1 inside a process group of 2" in result[rank], result[rank]

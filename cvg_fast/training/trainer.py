@@ -118,6 +118,12 @@ class LevelTrainer:
         if not 1 <= level <= cfg.num_levels:
             raise CvgError(f"--level {level} is out of range: preset {cfg.name!r} has levels "
                            f"1..{cfg.num_levels}")
+        group = D.group_world()
+        if group != dist.world:  # SyncBatchNorm and the collectives follow the process group
+            raise CvgError(f"this trainer was given world {dist.world} inside a process group of "
+                           f"{group}: its synchronised BN would wait on the other processes; "
+                           f"pass the job's DistInfo (init_distributed()), or build one-process "
+                           f"trainers before the process group exists")
         self.cfg, self.level, self.dist, self.progress = cfg, level, dist, progress
         # OUT/level{L}/tb/ on rank 0 while run() runs (a no-op writer outside it)
         self.tensorboard, self.board = tensorboard, TensorBoardLog(Path(), enabled=False)
