@@ -1,5 +1,6 @@
 """Data-parallel training on CPU with gloo: synced BN statistics, gradient averaging, torchrun."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -21,10 +22,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, x, grad_out, result):
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int):
+    """Inside an mp.spawn worker: this process in a localhost gloo group of `world`."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        yield
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _worker(rank, world, port, x, grad_out, result):
+    with gloo_group(rank, world, port):
         from cvg_fast.nn import SyncBatchNorm
         from cvg_fast.training.distributed import average_gradients
 
@@ -44,9 +55,6 @@ def _worker(rank, world, port, x, grad_out, result):
         average_gradients(bn, world)
         result[rank] = (y.detach(), xs.grad.detach(), bn.weight.grad.clone(),
                         bn.running_mean.clone(), bn.running_var.clone())
-    finally:
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def test_sync_batchnorm_equals_full_batch_bn():
@@ -115,9 +123,7 @@ def test_ranks_wait_on_a_file_not_a_collective(tmp_path):
 
 
 def _one_process_trainer_in_a_group(rank, world, port, result):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         from conftest import narrow_tiny
         from cvg_fast.errors import CvgError
         from cvg_fast.training import LevelTrainer
@@ -128,9 +134,6 @@ def _one_process_trainer_in_a_group(rank, world, port, result):
             result[rank] = "built"
         except CvgError as exc:
             result[rank] = str(exc)
-    finally:
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def test_a_one_process_trainer_inside_a_process_group_is_refused():

@@ -1,14 +1,11 @@
 """Overlapped (bucketed, hook-launched) gradient averaging equals the flat all-reduce."""
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from test_distributed import _free_port
+from test_distributed import _free_port, gloo_group
 
 
 class _Net(nn.Module):
@@ -27,9 +24,7 @@ class _Net(nn.Module):
 
 
 def _worker(rank, world, port, bucket_mb, result):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         from cvg_fast.training.distributed import average_gradients
         from cvg_fast.training.grad_sync import OverlappedGradSync
 
@@ -54,9 +49,6 @@ def _worker(rank, world, port, bucket_mb, result):
                          {k: p.grad for k, p in lap_net.named_parameters()})
         result[rank] = out
         sync.close()
-    finally:
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("bucket_mb", [25.0, 1e-9], ids=["one_bucket", "bucket_per_param"])

@@ -18,7 +18,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 
-def _world_size() -> int:
+def sync_world_size() -> int:
+    """Processes SyncBatchNorm averages over: the default process group's (1 without one)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
@@ -51,7 +52,7 @@ class SyncBatchNorm(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if not self.training or _world_size() == 1:
+        if not self.training or sync_world_size() == 1:
             # BatchNorm2d's forward takes any (N, C, *) once the dim check is relaxed.
             return super().forward(x)
         return self._synced(x)

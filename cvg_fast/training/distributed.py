@@ -31,11 +31,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def group_world() -> int:
-    """Processes in the default process group (1 when there is none)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group if launched by torchrun (WORLD_SIZE set), pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -39,6 +39,7 @@ from cvg_fast.models.checkpoint import (
 )
 from cvg_fast.models.noise import BatchRandom
 from cvg_fast.nn import spectral_norm_step, standing_statistics
+from cvg_fast.nn.batchnorm import sync_world_size
 from cvg_fast.nn.layout import set_channels_last
 from cvg_fast.nn.precision import resolve_precision
 from cvg_fast.training import distributed as D
@@ -118,8 +119,8 @@ class LevelTrainer:
         if not 1 <= level <= cfg.num_levels:
             raise CvgError(f"--level {level} is out of range: preset {cfg.name!r} has levels "
                            f"1..{cfg.num_levels}")
-        group = D.group_world()
-        if group != dist.world:  # SyncBatchNorm and the collectives follow the process group
+        group = sync_world_size()
+        if group != dist.world:  # SyncBatchNorm follows the process group, not `dist`
             raise CvgError(f"this trainer was given world {dist.world} inside a process group of "
                            f"{group}: its synchronised BN would wait on the other processes; "
                            f"pass the job's DistInfo (init_distributed()), or build one-process "
