@@ -36,6 +36,9 @@ class LevelConfig:
     d_frames: int = 8  # k frames judged by the spatial discriminator
     matching: bool = True  # upscalers: use the matching discriminator ("No MD" = False)
     temporal_d_down: int = 2  # spatial downsampling before the temporal D (1 = none)
+    # upscalers: what the learned branch may change on the frames between the input's
+    # (models.generators.INBETWEEN_MODES): "detail" (spatial detail only) | "free" (ours)
+    inbetween: str = "detail"
 
 
 @dataclass
@@ -111,6 +114,13 @@ class CascadeConfig:
     # past its training horizon (a constant input settles it to a fixed point); 0 = the
     # paper's generator (one z per video)
     z_t_dim: int = 16
+    # level 1's initial ConvGRU states: "zeros" (the paper's) or "z" (OURS: made from the
+    # video's code, so a video can start anywhere on its dynamics; models.generators.H0_MODES)
+    h0: str = "zeros"
+    # level 1's motion sinusoids per frame (OURS; 0 = the paper's generator): M sinusoids of
+    # the frame index with per-video frequencies and phases from the video's code, fed with
+    # every frame's input, so motion never settles (models.generators.Level1Generator)
+    motion_dim: int = 0
     frame_stride: int = 1  # take every n-th source frame
     fps: int = 8  # frame rate of written videos
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -183,6 +193,14 @@ class CascadeConfig:
             raise CvgError(f"tbptt_horizon ({h}) and rollout_offset "
                            f"({self.train.rollout_offset}) are two ways to train level 1 past "
                            f"its horizon: set one of them to 0")
+        if any(lv.inbetween not in ("detail", "free") for lv in self.levels):
+            raise CvgError(f"inbetween must be 'detail' or 'free', got "
+                           f"{[lv.inbetween for lv in self.levels]}")
+        if self.h0 not in ("zeros", "z"):
+            raise CvgError(f"h0 must be 'zeros' (the paper's) or 'z' (from the video's code), "
+                           f"got {self.h0!r}")
+        if self.motion_dim < 0:
+            raise CvgError(f"motion_dim must be >= 0 (got {self.motion_dim}; 0 = off)")
         if self.frame_stride < 1:
             raise CvgError(f"frame_stride must be >= 1 (got {self.frame_stride})")
         return self

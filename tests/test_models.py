@@ -175,3 +175,48 @@ def test_time_pooling_keeps_every_frame_of_odd_clips():
             grad += low.grad.abs().sum((0, 2, 3, 4))
         share = grad / grad.sum()
         assert float(share.min()) > 0.5 / t, (t, share.tolist())
+
+
+def test_level1_h0_from_z_starts_each_video_from_its_own_state_and_streams_exactly():
+    """h0 "z": the first frame depends on z through the initial state (not only through the
+    input), videos differ at frame 0, and chunked streaming still equals one pass."""
+    from cvg_fast.models.generators import Level1Generator
+
+    torch.manual_seed(0)
+    g = Level1Generator(8, 16, 8, 16, 0, z_t_dim=4, h0="z").eval()
+    zeros = Level1Generator(8, 16, 8, 16, 0, z_t_dim=4).eval()
+    assert g.h0 is not None and zeros.h0 is None
+    z, e = torch.randn(3, 16), torch.randn(3, 12, 4)
+    with torch.no_grad():
+        full = g(z, None, frames=12, frame_noise=e)
+        chunks = torch.cat(list(g.stream(z, None, 12, 5, lambda t0, t1: e[:, t0:t1])), dim=1)
+        torch.testing.assert_close(chunks, full)
+        for lin in g.h0:  # the initial states carry the video: zero them and frame 0 changes
+            lin.weight.zero_()
+        assert (g(z, None, frames=1, frame_noise=e[:, :1]) - full[:, :1]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="h0"):
+        Level1Generator(8, 16, 8, 16, 0, h0="noise")
+
+
+def test_level1_motion_sinusoids_keep_the_input_moving_and_stream_exactly():
+    """motion_dim M: every frame's input carries sin/cos(w t + phi) of its absolute index, so
+    chunks (clock carried in the state) equal one pass, and the inputs far past the horizon
+    still change from frame to frame (a plain generator's input is constant but for noise)."""
+    from cvg_fast.models.generators import Level1Generator
+
+    torch.manual_seed(0)
+    g = Level1Generator(8, 16, 8, 16, 2, z_t_dim=0, motion_dim=4).eval()
+    z, y = torch.randn(3, 16), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        full = g(z, y, frames=40)
+        parts = list(g.stream(z, y, 40, 6))
+        torch.testing.assert_close(torch.cat(parts, dim=1), full)
+        _, state = g(z, y, frames=40, return_state=True)
+        assert len(state) == len(g.grus) + 1 and torch.equal(state[-1], torch.full((3,), 40.0))
+        code = torch.cat([z, g.embed(y)], dim=1)
+        m = g._motion_codes(code, torch.full((3,), 1000.0), 8)  # (N, 8, 2M) at frames 1000..
+        assert m.shape == (3, 8, 8)
+        torch.testing.assert_close(m.pow(2).view(3, 8, 2, 4).sum(2), torch.ones(3, 8, 4))
+        assert (m[:, 1:] - m[:, :-1]).abs().mean() > 1e-3
+        with pytest.raises(ValueError, match="frame clock"):
+            g(z, y, frames=4, state=state[:-1])

@@ -27,10 +27,11 @@ def build_generator(cfg: CascadeConfig, level: int, num_classes: int) -> nn.Modu
     lv = cfg.levels[level - 1]
     if level == 1:
         return Level1Generator(lv.frames, lv.size, lv.g_ch, cfg.z_dim, num_classes,
-                               z_t_dim=cfg.z_t_dim)
+                               z_t_dim=cfg.z_t_dim, h0=cfg.h0,
+                               motion_dim=cfg.motion_dim)
     prev = cfg.levels[level - 2]
     return UpscalerGenerator(prev.size, cfg.t_factor(level), cfg.s_factor(level), lv.g_ch,
-                             cfg.z_ch, num_classes)
+                             cfg.z_ch, num_classes, inbetween=lv.inbetween)
 
 
 def build_discriminator(cfg: CascadeConfig, level: int, num_classes: int) -> LevelDiscriminator:

@@ -42,20 +42,40 @@ def _resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
     return y.view(n, t, c, size, size)
 
 
+# How level 1's ConvGRUs start. "zeros" (the paper's, DVD-GAN's): h_0 = 0, so every video
+# starts from the same state and the first frames are a transient out of it. "z" (ours):
+# h_0 = tanh(linear(z, class)) per ConvGRU, so a video can start anywhere on the dynamics
+# it runs later (with truncated backpropagation, D judges windows far past frame 0 too).
+H0_MODES = ("zeros", "z")
+
+
 class Level1Generator(nn.Module):
     """z (N, z_dim), y (N,) or None -> video (N, T, 3, S, S) in [-1, 1]."""
 
     def __init__(self, frames: int, size: int, ch: int, z_dim: int, num_classes: int = 0,
-                 out_ch: int = 3, z_t_dim: int = 0):
+                 out_ch: int = 3, z_t_dim: int = 0, h0: str = "zeros", motion_dim: int = 0):
         super().__init__()
+        if h0 not in H0_MODES:
+            raise ValueError(f"h0 must be one of {', '.join(H0_MODES)}, got {h0!r}")
         self.frames, self.size, self.z_dim, self.num_classes = frames, size, z_dim, num_classes
         self.z_t_dim = z_t_dim
         n_up = int(round(math.log2(size // 4)))
         widths = [ch * min(2 ** (n_up - k), 8) for k in range(n_up + 1)]  # 4x4 ... SxS
         emb = min(z_dim, 128) if num_classes > 0 else 0
         self.embed = nn.Embedding(num_classes, emb) if num_classes > 0 else None
-        self.fc = SNLinear(z_dim + emb + z_t_dim, widths[0] * 16)
+        # motion_dim M > 0 (ours): every frame's input also gets M sinusoids of the frame's
+        # index, sin/cos(w * t + phi), with per-video frequencies w in (0, pi) rad/frame and
+        # phases phi both made from the video's code. They never settle, so a video keeps
+        # moving at any length, and their statistics at frame 1,000 are those at frame 1.
+        self.motion_dim = motion_dim
+        self.motion = SNLinear(z_dim + emb, 2 * motion_dim) if motion_dim else None
+        self.fc = SNLinear(z_dim + emb + z_t_dim + 2 * motion_dim, widths[0] * 16)
         self.grus = nn.ModuleList(ConvGRU(widths[k], widths[k]) for k in range(max(n_up, 1)))
+        # h0 "z": every ConvGRU starts from a state made from the video's code (tanh of a
+        # linear map), not from zeros; see H0_MODES
+        self.h0_mode = h0
+        self.h0 = (nn.ModuleList(SNLinear(z_dim + emb, widths[k] * (4 * 2 ** k) ** 2)
+                                 for k in range(len(self.grus))) if h0 == "z" else None)
         self.ups = nn.ModuleList(
             GBlock(widths[k], widths[k + 1], dims=2, up=True, num_classes=num_classes)
             for k in range(n_up)
@@ -128,18 +148,29 @@ class Level1Generator(nn.Module):
         if self.z_t_dim and tuple(frame_noise.shape) != (n, t, self.z_t_dim):
             raise ValueError(f"frame_noise must be ({n}, {t}, {self.z_t_dim}), "
                              f"got {tuple(frame_noise.shape)}")
-        if state is not None and len(state) != len(self.grus):
-            raise ValueError(f"state must hold {len(self.grus)} ConvGRU states, got {len(state)}")
+        want = len(self.grus) + (1 if self.motion is not None else 0)
+        if state is not None and len(state) != want:
+            raise ValueError(f"state must hold {len(self.grus)} ConvGRU states"
+                             f"{' and the frame clock' if self.motion is not None else ''}, "
+                             f"got {len(state)}")
+        clock = None  # (N,) frames before these, for the motion sinusoids
+        if self.motion is not None and state is not None:
+            state, clock = state[:-1], state[-1]
         new_state = []
         with spectral_norm_step(self):
             if self.embed is not None:
                 if y is None:
                     raise ValueError("class-conditional generator: pass labels y")
                 z = torch.cat([z, self.embed(y)], dim=1)
+            if state is None and self.h0 is not None:  # the video's start, from its code
+                state = [torch.tanh(lin(z)).view(n, gru.hid_ch, 4 * 2 ** k, 4 * 2 ** k)
+                         for k, (lin, gru) in enumerate(zip(self.h0, self.grus))]
             # the same content code at every step, plus this frame's noise
             rows = z.unsqueeze(1).expand(n, t, z.shape[1])
             if self.z_t_dim:
                 rows = torch.cat([rows, frame_noise.to(z.dtype)], dim=2)
+            if self.motion is not None:
+                rows = torch.cat([rows, self._motion_codes(z, clock, t).to(rows.dtype)], dim=2)
             h = self.fc(rows.reshape(n * t, -1)).view(n, t, -1, 4, 4)
             if self.channels_last:  # the one conversion: every fold after it is a view
                 h = video_channels_last(h)
@@ -153,7 +184,33 @@ class Level1Generator(nn.Module):
                     h = f.view(n, t, *f.shape[1:])
             f = h.reshape(n * t, *h.shape[2:])
             f = torch.tanh(self.out_conv(F.relu(self.out_bn(f))))
+        if keep_state and self.motion is not None:
+            start = clock if clock is not None else z.new_zeros(n, dtype=torch.float32)
+            new_state.append(start + t)
         return f.view(n, t, *f.shape[1:]), new_state
+
+    def _motion_codes(self, code: torch.Tensor, clock: torch.Tensor | None,
+                      t: int) -> torch.Tensor:
+        """(N, t, 2M): sin and cos of w * frame + phi for frames clock .. clock + t - 1, in fp32
+        whatever the autocast dtype (frame indices reach thousands)."""
+        n, m = code.shape[0], self.motion_dim
+        with torch.autocast(code.device.type, enabled=False):
+            wp = self.motion(code.float())
+            omega = math.pi * torch.sigmoid(wp[:, :m])  # rad/frame: at most Nyquist
+            frames = torch.arange(t, device=code.device, dtype=torch.float32).view(1, t)
+            if clock is not None:
+                frames = frames + clock.float().view(n, 1)
+            angle = omega.view(n, 1, m) * frames.view(-1, t, 1) + wp[:, m:].view(n, 1, m)
+            return torch.cat([torch.sin(angle), torch.cos(angle)], dim=2)
+
+
+# What the upscaler's learned branch may change on the output frames that f_t drops (the
+# frames between input frames i and i + 1, which the base path cross-fades). "detail" (the
+# default): spatial detail only, as on every frame. "free" (ours): the whole branch there, so
+# it can move content to where it is between the two input frames instead of showing both
+# half-faded; the input's own frames (t_factor * i, what f_t and the matching D read) stay
+# detail-only. With t_factor 1 or s_factor 1 the two are the same.
+INBETWEEN_MODES = ("detail", "free")
 
 
 class UpscalerGenerator(nn.Module):
@@ -175,8 +232,13 @@ class UpscalerGenerator(nn.Module):
     ATANH_LIMIT = 0.995
 
     def __init__(self, in_size: int, t_factor: int, s_factor: int, ch: int, z_ch: int,
-                 num_classes: int = 0, img_ch: int = 3, gain_scale: float | None = None):
+                 num_classes: int = 0, img_ch: int = 3, gain_scale: float | None = None,
+                 inbetween: str = "detail"):
         super().__init__()
+        if inbetween not in INBETWEEN_MODES:
+            raise ValueError(f"inbetween must be one of {', '.join(INBETWEEN_MODES)}, "
+                             f"got {inbetween!r}")
+        self.inbetween = inbetween
         if t_factor < 1 or s_factor < 1 or s_factor & (s_factor - 1):
             raise ValueError(f"upscaler factors must be t >= 1 and s a power of two >= 1, "
                              f"got t={t_factor}, s={s_factor}")
@@ -227,8 +289,10 @@ class UpscalerGenerator(nn.Module):
         """
         return _resize_frames(self.upsample_time(x.float()), self.out_size)
 
-    def detail(self, delta: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> its detail: delta minus its low-pass (f_s^m, then bilinear back up).
+    def detail(self, delta: torch.Tensor, frames: int = 1) -> torch.Tensor:
+        """(B = N*T, 3, H, W) -> its detail: delta minus its low-pass (f_s^m, then bilinear
+        back up); with inbetween "free", frames t with t % t_factor != 0 keep delta whole
+        (`frames`: output frames per video, so row b is frame b % frames).
 
         With s_factor > 1 the learned branch adds only what f_s removes: it sharpens and
         adds texture, and cannot repaint the colours and layout the level below decided
@@ -239,6 +303,11 @@ class UpscalerGenerator(nn.Module):
             return delta
         low = spatial_down_levels(delta.float().unsqueeze(1), self.s_factor.bit_length() - 1)
         low = _resize_frames(low, self.out_size).squeeze(1)
+        if self.inbetween == "free" and self.t_factor > 1:
+            b = delta.shape[0]
+            t = torch.arange(b, device=delta.device) % frames
+            keep = (t % self.t_factor == 0).to(low.dtype).view(b, 1, 1, 1)
+            low = low * keep  # key frames: detail only; the frames between: the whole delta
         return delta.float() - low
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor,
@@ -270,7 +339,7 @@ class UpscalerGenerator(nn.Module):
                 f = f + self.skips[k](skip.reshape(n * t, *skip.shape[2:]))
                 h = f.view(n, t, *f.shape[1:]).transpose(1, 2)
             f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])
-            delta = self.detail(self.out_conv(F.relu(self.out_bn(f))))
+            delta = self.detail(self.out_conv(F.relu(self.out_bn(f))), t)
         # the residual sum in fp32 whatever the autocast dtype: atanh(0.995) is inf in bf16
         with torch.autocast(delta.device.type, enabled=False):
             base = _resize_frames(xu.float(), self.out_size).reshape(delta.shape)

@@ -17,7 +17,7 @@ from pathlib import Path
 from cvg_fast.config import PRESETS, CascadeConfig, LevelConfig, TrainConfig, get_preset
 from cvg_fast.data.layouts import LAYOUT_HELP, SPLIT_HELP
 
-_CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "z_t_dim", "frame_stride", "fps")
+_CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "z_t_dim", "h0", "motion_dim", "frame_stride", "fps")
 
 
 # fields whose flags are not "--name VALUE"
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop the matching discriminator (the paper's 'No MD' ablation)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="every N steps and at the end, log the run's metric to log.jsonl: "
-                        "FVD-synth on a synthetic dataset, I3D FVD with --i3d")
+                        "FVD-synth on a synthetic dataset, I3D FVD with --i3d (best.pt is "
+                        "chosen on it); on synthetic data also speed and flicker ratios")
     p.add_argument("--eval-videos", type=int, default=128, metavar="N",
                    help="generated and real clips per evaluation (default 128)")
     p.add_argument("--i3d", default=None, metavar="PATH",
