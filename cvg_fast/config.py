@@ -36,6 +36,9 @@ class LevelConfig:
     d_frames: int = 8  # k frames judged by the spatial discriminator
     matching: bool = True  # upscalers: use the matching discriminator ("No MD" = False)
     temporal_d_down: int = 2  # spatial downsampling before the temporal D (1 = none)
+    # what the temporal D sees (models.discriminators.TEMPORAL_D_INPUTS): "frames" (the
+    # paper's) | "frames+diff" (ours: plus the frame differences, so stillness shows)
+    temporal_d_inputs: str = "frames"
     # upscalers: what the learned branch may change on the frames between the input's
     # (models.generators.INBETWEEN_MODES): "detail" (spatial detail only) | "free" (ours)
     inbetween: str = "detail"
@@ -114,9 +117,6 @@ class CascadeConfig:
     # past its training horizon (a constant input settles it to a fixed point); 0 = the
     # paper's generator (one z per video)
     z_t_dim: int = 16
-    # level 1's initial ConvGRU states: "zeros" (the paper's) or "z" (OURS: made from the
-    # video's code, so a video can start anywhere on its dynamics; models.generators.H0_MODES)
-    h0: str = "zeros"
     # level 1's motion sinusoids per frame (OURS; 0 = the paper's generator): M sinusoids of
     # the frame index with per-video frequencies and phases from the video's code, fed with
     # every frame's input, so motion never settles (models.generators.Level1Generator)
@@ -193,12 +193,12 @@ class CascadeConfig:
             raise CvgError(f"tbptt_horizon ({h}) and rollout_offset "
                            f"({self.train.rollout_offset}) are two ways to train level 1 past "
                            f"its horizon: set one of them to 0")
+        if any(lv.temporal_d_inputs not in ("frames", "frames+diff") for lv in self.levels):
+            raise CvgError(f"temporal_d_inputs must be 'frames' or 'frames+diff', got "
+                           f"{[lv.temporal_d_inputs for lv in self.levels]}")
         if any(lv.inbetween not in ("detail", "free") for lv in self.levels):
             raise CvgError(f"inbetween must be 'detail' or 'free', got "
                            f"{[lv.inbetween for lv in self.levels]}")
-        if self.h0 not in ("zeros", "z"):
-            raise CvgError(f"h0 must be 'zeros' (the paper's) or 'z' (from the video's code), "
-                           f"got {self.h0!r}")
         if self.motion_dim < 0:
             raise CvgError(f"motion_dim must be >= 0 (got {self.motion_dim}; 0 = off)")
         if self.frame_stride < 1:
@@ -278,24 +278,31 @@ def _tiny() -> CascadeConfig:
     return CascadeConfig(
         name="tiny",
         levels=[
-            LevelConfig(frames=8, size=16, g_ch=32, d_ch=32, d_frames=4),
+            # level 1 keeps moving past its horizon (README, "Motion"): its temporal D sees
+            # full-size frames and their differences, and it trains with TBPTT (below)
+            LevelConfig(frames=8, size=16, g_ch=32, d_ch=32, d_frames=4, temporal_d_down=1,
+                        temporal_d_inputs="frames+diff"),
             LevelConfig(frames=16, size=32, g_ch=16, d_ch=16, window=4, d_frames=4),
         ],
         num_classes=-1,
         z_dim=32,
         z_ch=2,
         z_t_dim=8,
+        motion_dim=4,
         fps=8,
         # rates doubled from the paper's (G 1e-4, D 5e-4 -> 2e-4, 4e-4): measured to give
         # steadier shapes within the CPU demo's few hundred steps
         # input_rollout 24: level 2 trains on windows of 32-frame level-1 videos (the demo
         # generates 4x the training length); measured in the README's "Upscalers"
+        # tbptt_horizon 24, motion_dim 4, level 1's temporal D on full-size frames + their
+        # differences: measured to keep level 1 moving to 16x its length (README, "Motion");
+        # each alone did not
         # ema_decay 0: the demo samples the raw G until FVD-synth shows that an EMA helps
         # within 600 steps (with the ramp, 0.99 would average about the last 100 steps)
         train=TrainConfig(
             steps=600, batch_size=16, lr_g=2e-4, lr_d=4e-4, checkpoint_every=300,
             sample_every=300, num_workers=1, bn_recalibration_batches=4, input_rollout=24,
-            ema_decay=0.0,
+            ema_decay=0.0, tbptt_horizon=24,
         ),
     )
 

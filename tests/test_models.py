@@ -177,27 +177,6 @@ def test_time_pooling_keeps_every_frame_of_odd_clips():
         assert float(share.min()) > 0.5 / t, (t, share.tolist())
 
 
-def test_level1_h0_from_z_starts_each_video_from_its_own_state_and_streams_exactly():
-    """h0 "z": the first frame depends on z through the initial state (not only through the
-    input), videos differ at frame 0, and chunked streaming still equals one pass."""
-    from cvg_fast.models.generators import Level1Generator
-
-    torch.manual_seed(0)
-    g = Level1Generator(8, 16, 8, 16, 0, z_t_dim=4, h0="z").eval()
-    zeros = Level1Generator(8, 16, 8, 16, 0, z_t_dim=4).eval()
-    assert g.h0 is not None and zeros.h0 is None
-    z, e = torch.randn(3, 16), torch.randn(3, 12, 4)
-    with torch.no_grad():
-        full = g(z, None, frames=12, frame_noise=e)
-        chunks = torch.cat(list(g.stream(z, None, 12, 5, lambda t0, t1: e[:, t0:t1])), dim=1)
-        torch.testing.assert_close(chunks, full)
-        for lin in g.h0:  # the initial states carry the video: zero them and frame 0 changes
-            lin.weight.zero_()
-        assert (g(z, None, frames=1, frame_noise=e[:, :1]) - full[:, :1]).abs().max() > 1e-4
-    with pytest.raises(ValueError, match="h0"):
-        Level1Generator(8, 16, 8, 16, 0, h0="noise")
-
-
 def test_level1_motion_sinusoids_keep_the_input_moving_and_stream_exactly():
     """motion_dim M: every frame's input carries sin/cos(w t + phi) of its absolute index, so
     chunks (clock carried in the state) equal one pass, and the inputs far past the horizon
@@ -220,3 +199,23 @@ def test_level1_motion_sinusoids_keep_the_input_moving_and_stream_exactly():
         assert (m[:, 1:] - m[:, :-1]).abs().mean() > 1e-3
         with pytest.raises(ValueError, match="frame clock"):
             g(z, y, frames=4, state=state[:-1])
+
+
+def test_temporal_d_with_frame_differences_sees_them_on_three_more_channels():
+    """temporal_d_inputs "frames+diff": the temporal D's input is the clip and x_t - x_{t-1}
+    (0 at frame 0), so a still clip's extra channels are exactly 0."""
+    cfg = _small("tiny")
+    cfg.levels[0].temporal_d_inputs = "frames+diff"
+    d = build_discriminator(cfg, 1, 0)
+    seen = []
+    d.temporal.net.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    x = torch.randn(2, 8, 3, 16, 16)
+    still = x[:, :1].expand(2, 8, 3, 16, 16).contiguous()
+    assert d(still)["temporal"].shape == (2,)
+    clip = seen[-1]  # (N, 6, T, s, s)
+    assert clip.shape[1] == 6 and clip[:, 3:].abs().max() == 0
+    d(x)
+    assert seen[-1][:, 3:].abs().max() > 0
+    with pytest.raises(Exception, match="temporal_d_inputs|temporal D inputs"):
+        cfg.levels[0].temporal_d_inputs = "diff"
+        cfg.validate()

@@ -27,7 +27,7 @@ def build_generator(cfg: CascadeConfig, level: int, num_classes: int) -> nn.Modu
     lv = cfg.levels[level - 1]
     if level == 1:
         return Level1Generator(lv.frames, lv.size, lv.g_ch, cfg.z_dim, num_classes,
-                               z_t_dim=cfg.z_t_dim, h0=cfg.h0,
+                               z_t_dim=cfg.z_t_dim,
                                motion_dim=cfg.motion_dim)
     prev = cfg.levels[level - 2]
     return UpscalerGenerator(prev.size, cfg.t_factor(level), cfg.s_factor(level), lv.g_ch,
@@ -39,7 +39,8 @@ def build_discriminator(cfg: CascadeConfig, level: int, num_classes: int) -> Lev
     lv = cfg.levels[level - 1]
     in_size = cfg.levels[level - 2].size if level > 1 else None
     return LevelDiscriminator(lv.size, lv.d_ch, lv.d_frames, num_classes, in_size=in_size,
-                              matching=lv.matching, temporal_down=lv.temporal_d_down)
+                              matching=lv.matching, temporal_down=lv.temporal_d_down,
+                              temporal_inputs=lv.temporal_d_inputs)
 
 
 def check_levels_agree(cfgs: list[CascadeConfig], classes: list[int], where: str = "") -> None:

@@ -83,20 +83,34 @@ class SpatialDiscriminator(nn.Module):
             return self.net(frames, yy).view(n, k)
 
 
+# What the temporal D sees. "frames" (the paper's): the clip. "frames+diff" (ours): the clip
+# and its frame differences x_t - x_{t-1} (0 at the first frame) on 3 more channels, so a
+# clip that stops moving is plain to see: with "frames", level 1's temporal D let G settle
+# to a still image a few frames in and stay there (README, "Motion").
+TEMPORAL_D_INPUTS = ("frames", "frames+diff")
+
+
 class TemporalDiscriminator(nn.Module):
     """Video (N, T, C, S, S) -> (N,); downsamples `downsample`x in space first (paper: 2)."""
 
     def __init__(self, size: int, ch: int, num_classes: int = 0, in_ch: int = 3,
-                 downsample: int = 2):
+                 downsample: int = 2, inputs: str = "frames"):
         super().__init__()
         if downsample < 1 or downsample & (downsample - 1):
             raise ValueError(f"temporal D downsampling must be a power of two, got {downsample}")
-        self.downsample = downsample
-        self.net = _ResNetD(in_ch, size // downsample, ch, dims=3, num_classes=num_classes)
+        if inputs not in TEMPORAL_D_INPUTS:
+            raise ValueError(f"temporal D inputs must be one of {', '.join(TEMPORAL_D_INPUTS)}, "
+                             f"got {inputs!r}")
+        self.downsample, self.diff = downsample, inputs == "frames+diff"
+        self.net = _ResNetD(in_ch * (2 if self.diff else 1), size // downsample, ch, dims=3,
+                            num_classes=num_classes)
         self.channels_last = False  # judge clips in channels_last_3d (cvg_fast.nn.layout)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x = spatial_down_levels(x, self.downsample.bit_length() - 1)
+        if self.diff:
+            d = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
+            x = torch.cat([x, d], dim=2)
         clip = x.transpose(1, 2)
         if self.channels_last:
             clip = clip_channels_last(clip)
@@ -132,10 +146,12 @@ class LevelDiscriminator(nn.Module):
     """
 
     def __init__(self, size: int, ch: int, k: int, num_classes: int = 0,
-                 in_size: int | None = None, matching: bool = True, temporal_down: int = 2):
+                 in_size: int | None = None, matching: bool = True, temporal_down: int = 2,
+                 temporal_inputs: str = "frames"):
         super().__init__()
         self.spatial = SpatialDiscriminator(size, ch, k, num_classes)
-        self.temporal = TemporalDiscriminator(size, ch, num_classes, downsample=temporal_down)
+        self.temporal = TemporalDiscriminator(size, ch, num_classes, downsample=temporal_down,
+                                              inputs=temporal_inputs)
         self.matching = (MatchingDiscriminator(in_size, ch, num_classes)
                          if (in_size is not None and matching) else None)
 

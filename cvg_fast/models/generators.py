@@ -42,21 +42,12 @@ def _resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
     return y.view(n, t, c, size, size)
 
 
-# How level 1's ConvGRUs start. "zeros" (the paper's, DVD-GAN's): h_0 = 0, so every video
-# starts from the same state and the first frames are a transient out of it. "z" (ours):
-# h_0 = tanh(linear(z, class)) per ConvGRU, so a video can start anywhere on the dynamics
-# it runs later (with truncated backpropagation, D judges windows far past frame 0 too).
-H0_MODES = ("zeros", "z")
-
-
 class Level1Generator(nn.Module):
     """z (N, z_dim), y (N,) or None -> video (N, T, 3, S, S) in [-1, 1]."""
 
     def __init__(self, frames: int, size: int, ch: int, z_dim: int, num_classes: int = 0,
-                 out_ch: int = 3, z_t_dim: int = 0, h0: str = "zeros", motion_dim: int = 0):
+                 out_ch: int = 3, z_t_dim: int = 0, motion_dim: int = 0):
         super().__init__()
-        if h0 not in H0_MODES:
-            raise ValueError(f"h0 must be one of {', '.join(H0_MODES)}, got {h0!r}")
         self.frames, self.size, self.z_dim, self.num_classes = frames, size, z_dim, num_classes
         self.z_t_dim = z_t_dim
         n_up = int(round(math.log2(size // 4)))
@@ -71,11 +62,6 @@ class Level1Generator(nn.Module):
         self.motion = SNLinear(z_dim + emb, 2 * motion_dim) if motion_dim else None
         self.fc = SNLinear(z_dim + emb + z_t_dim + 2 * motion_dim, widths[0] * 16)
         self.grus = nn.ModuleList(ConvGRU(widths[k], widths[k]) for k in range(max(n_up, 1)))
-        # h0 "z": every ConvGRU starts from a state made from the video's code (tanh of a
-        # linear map), not from zeros; see H0_MODES
-        self.h0_mode = h0
-        self.h0 = (nn.ModuleList(SNLinear(z_dim + emb, widths[k] * (4 * 2 ** k) ** 2)
-                                 for k in range(len(self.grus))) if h0 == "z" else None)
         self.ups = nn.ModuleList(
             GBlock(widths[k], widths[k + 1], dims=2, up=True, num_classes=num_classes)
             for k in range(n_up)
@@ -162,9 +148,6 @@ class Level1Generator(nn.Module):
                 if y is None:
                     raise ValueError("class-conditional generator: pass labels y")
                 z = torch.cat([z, self.embed(y)], dim=1)
-            if state is None and self.h0 is not None:  # the video's start, from its code
-                state = [torch.tanh(lin(z)).view(n, gru.hid_ch, 4 * 2 ** k, 4 * 2 ** k)
-                         for k, (lin, gru) in enumerate(zip(self.h0, self.grus))]
             # the same content code at every step, plus this frame's noise
             rows = z.unsqueeze(1).expand(n, t, z.shape[1])
             if self.z_t_dim:

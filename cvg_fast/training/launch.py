@@ -17,7 +17,7 @@ from pathlib import Path
 from cvg_fast.config import PRESETS, CascadeConfig, LevelConfig, TrainConfig, get_preset
 from cvg_fast.data.layouts import LAYOUT_HELP, SPLIT_HELP
 
-_CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "z_t_dim", "h0", "motion_dim", "frame_stride", "fps")
+_CASCADE_SCALARS = ("num_classes", "z_dim", "z_ch", "z_t_dim", "motion_dim", "frame_stride", "fps")
 
 
 # fields whose flags are not "--name VALUE"
