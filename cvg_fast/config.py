@@ -39,9 +39,6 @@ class LevelConfig:
     # what the temporal D sees (models.discriminators.TEMPORAL_D_INPUTS): "frames" (the
     # paper's) | "frames+diff" (ours: plus the frame differences, so stillness shows)
     temporal_d_inputs: str = "frames"
-    # upscalers: what the learned branch may change on the frames between the input's
-    # (models.generators.INBETWEEN_MODES): "detail" (spatial detail only) | "free" (ours)
-    inbetween: str = "detail"
 
 
 @dataclass
@@ -196,9 +193,6 @@ class CascadeConfig:
         if any(lv.temporal_d_inputs not in ("frames", "frames+diff") for lv in self.levels):
             raise CvgError(f"temporal_d_inputs must be 'frames' or 'frames+diff', got "
                            f"{[lv.temporal_d_inputs for lv in self.levels]}")
-        if any(lv.inbetween not in ("detail", "free") for lv in self.levels):
-            raise CvgError(f"inbetween must be 'detail' or 'free', got "
-                           f"{[lv.inbetween for lv in self.levels]}")
         if self.motion_dim < 0:
             raise CvgError(f"motion_dim must be >= 0 (got {self.motion_dim}; 0 = off)")
         if self.frame_stride < 1:

@@ -141,18 +141,3 @@ def test_learned_branch_adds_detail_only():
     t_only = UpscalerGenerator(16, 2, 1, ch=4, z_ch=1)
     torch.testing.assert_close(t_only.detail(smooth[:, :, :16, :16]), smooth[:, :, :16, :16])
 
-
-def test_free_inbetween_keeps_key_frames_detail_only_and_the_frames_between_whole():
-    """inbetween "free": output frames t_factor * i (what f_t and the matching D read) stay
-    high-pass, the frames between keep the whole delta, so they can move content."""
-    import torch.nn.functional as F
-
-    g = UpscalerGenerator(16, 2, 2, ch=4, z_ch=1, inbetween="free")
-    ref = UpscalerGenerator(16, 2, 2, ch=4, z_ch=1)
-    smooth = F.interpolate(torch.randn(8, 3, 8, 8), size=32, mode="bilinear")  # 2 videos x 4
-    out, key = g.detail(smooth, frames=4), ref.detail(smooth, frames=4)
-    rows = torch.arange(8) % 4
-    torch.testing.assert_close(out[rows % 2 == 0], key[rows % 2 == 0])
-    torch.testing.assert_close(out[rows % 2 == 1], smooth[rows % 2 == 1])
-    with pytest.raises(ValueError, match="inbetween"):
-        UpscalerGenerator(16, 2, 2, ch=4, z_ch=1, inbetween="all")

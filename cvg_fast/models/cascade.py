@@ -31,7 +31,7 @@ def build_generator(cfg: CascadeConfig, level: int, num_classes: int) -> nn.Modu
                                motion_dim=cfg.motion_dim)
     prev = cfg.levels[level - 2]
     return UpscalerGenerator(prev.size, cfg.t_factor(level), cfg.s_factor(level), lv.g_ch,
-                             cfg.z_ch, num_classes, inbetween=lv.inbetween)
+                             cfg.z_ch, num_classes)
 
 
 def build_discriminator(cfg: CascadeConfig, level: int, num_classes: int) -> LevelDiscriminator:

@@ -187,15 +187,6 @@ class Level1Generator(nn.Module):
             return torch.cat([torch.sin(angle), torch.cos(angle)], dim=2)
 
 
-# What the upscaler's learned branch may change on the output frames that f_t drops (the
-# frames between input frames i and i + 1, which the base path cross-fades). "detail" (the
-# default): spatial detail only, as on every frame. "free" (ours): the whole branch there, so
-# it can move content to where it is between the two input frames instead of showing both
-# half-faded; the input's own frames (t_factor * i, what f_t and the matching D read) stay
-# detail-only. With t_factor 1 or s_factor 1 the two are the same.
-INBETWEEN_MODES = ("detail", "free")
-
-
 class UpscalerGenerator(nn.Module):
     """x_low (N, T, 3, h, h), noise (N, T*tf, z_ch, h, h), y -> (N, T*tf, 3, h*sf, h*sf).
 
@@ -215,13 +206,8 @@ class UpscalerGenerator(nn.Module):
     ATANH_LIMIT = 0.995
 
     def __init__(self, in_size: int, t_factor: int, s_factor: int, ch: int, z_ch: int,
-                 num_classes: int = 0, img_ch: int = 3, gain_scale: float | None = None,
-                 inbetween: str = "detail"):
+                 num_classes: int = 0, img_ch: int = 3, gain_scale: float | None = None):
         super().__init__()
-        if inbetween not in INBETWEEN_MODES:
-            raise ValueError(f"inbetween must be one of {', '.join(INBETWEEN_MODES)}, "
-                             f"got {inbetween!r}")
-        self.inbetween = inbetween
         if t_factor < 1 or s_factor < 1 or s_factor & (s_factor - 1):
             raise ValueError(f"upscaler factors must be t >= 1 and s a power of two >= 1, "
                              f"got t={t_factor}, s={s_factor}")
@@ -272,10 +258,8 @@ class UpscalerGenerator(nn.Module):
         """
         return _resize_frames(self.upsample_time(x.float()), self.out_size)
 
-    def detail(self, delta: torch.Tensor, frames: int = 1) -> torch.Tensor:
-        """(B = N*T, 3, H, W) -> its detail: delta minus its low-pass (f_s^m, then bilinear
-        back up); with inbetween "free", frames t with t % t_factor != 0 keep delta whole
-        (`frames`: output frames per video, so row b is frame b % frames).
+    def detail(self, delta: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> its detail: delta minus its low-pass (f_s^m, then bilinear back up).
 
         With s_factor > 1 the learned branch adds only what f_s removes: it sharpens and
         adds texture, and cannot repaint the colours and layout the level below decided
@@ -286,11 +270,6 @@ class UpscalerGenerator(nn.Module):
             return delta
         low = spatial_down_levels(delta.float().unsqueeze(1), self.s_factor.bit_length() - 1)
         low = _resize_frames(low, self.out_size).squeeze(1)
-        if self.inbetween == "free" and self.t_factor > 1:
-            b = delta.shape[0]
-            t = torch.arange(b, device=delta.device) % frames
-            keep = (t % self.t_factor == 0).to(low.dtype).view(b, 1, 1, 1)
-            low = low * keep  # key frames: detail only; the frames between: the whole delta
         return delta.float() - low
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor,
@@ -322,7 +301,7 @@ class UpscalerGenerator(nn.Module):
                 f = f + self.skips[k](skip.reshape(n * t, *skip.shape[2:]))
                 h = f.view(n, t, *f.shape[1:]).transpose(1, 2)
             f = h.transpose(1, 2).reshape(n * t, h.shape[1], *h.shape[3:])
-            delta = self.detail(self.out_conv(F.relu(self.out_bn(f))), t)
+            delta = self.detail(self.out_conv(F.relu(self.out_bn(f))))
         # the residual sum in fp32 whatever the autocast dtype: atanh(0.995) is inf in bf16
         with torch.autocast(delta.device.type, enabled=False):
             base = _resize_frames(xu.float(), self.out_size).reshape(delta.shape)
