@@ -12,6 +12,7 @@
     cvg bench train [--preset P] [--level L|all] [--configs ...]   training-step speed
     cvg bench generate [--preset P] [--lengths ...]                 sampling speed and memory
     cvg bench data DIR [--presets P,..] [--workers 0,2]            data loading speed
+    cvg bench quality [--seeds 0-2] [--label L] [--set KEY=VALUE]  quality over seeds (mean ± sd)
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _grid_from_files(paths, png: Path, frames: int, size: int) -> int:
     return stride
 
 
-DEMO_METRICS = ("fvdsynth_16f", "fvdsynth_64f", "issynth", "accsynth")
+DEMO_METRICS = ("fvdsynth_16f", "fvdsynth_64f", "issynth", "accsynth", "speedsynth_16f",
+                "speedsynth_64f", "flickersynth_16f", "flickersynth_64f")
 
 
 def cmd_demo(args) -> int:
@@ -59,7 +61,7 @@ def cmd_demo(args) -> int:
     from cvg_fast.data.video_io import read_clip
     from cvg_fast.metrics import parse_metric
     from cvg_fast.metrics.sources import bilinear_source, cascade_source, folder_source
-    from cvg_fast.metrics.suite import MetricSuite, format_table
+    from cvg_fast.metrics.suite import MetricSuite, format_motion, format_table
     from cvg_fast.metrics.synth_evaluator import load_synth_evaluator
     from cvg_fast.nn.precision import resolve_precision
     from cvg_fast.ops.backends import describe_backends
@@ -130,7 +132,9 @@ def cmd_demo(args) -> int:
         {label: {k: r.value for k, r in res.items()} for label, res in rows.items()}, indent=2))
     print("real = held-out real clips (the floor); bilinear = level 1 upsampled in place of "
           "level 2 (an upscaler that learned nothing); cascade = both levels")
-    print(format_table(rows, specs))
+    print(format_table(rows, [s for s in specs if s.kind != "motion"]))
+    print("motion, generated / real per 16-frame window (1.00 = moves like the real clips):")
+    print(format_motion(rows, specs))
     for line in suite.describe():
         print(line)
     for p in paths:
@@ -346,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cvg_fast.metrics.run_eval import DEFAULT_NUM_VIDEOS
 
     e = sub.add_parser(
-        "eval", help="FVD / IS / class accuracy of a trained run",
+        "eval", help="FVD / IS / class accuracy / motion ratios of a trained run",
         description="Generate through a trained run and print its metrics at the training "
                     "length and at 4x it; one JSON line per metric goes to RUN/metrics.jsonl.",
         epilog="metrics: " + "; ".join(f"{k}: {v}" for k, v in METRIC_HELP.items()))
@@ -355,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--i3d", default=None, help="I3D weights for fvd{N}_{L}f: the PyTorch port's "
                                                "state dict or StyleGAN-V's i3d_torchscript.pt")
     e.add_argument("--metrics", default=None, help="comma-separated names (default: the "
-                   "synthetic-set metrics on synthetic data, plus I3D FVD with --i3d)")
+                   "synthetic-set metrics with speed and flicker ratios on synthetic data, flow "
+                   "ratios on other data, plus I3D FVD with --i3d; shrunk to what the data "
+                   "serves, said in one line)")
     e.add_argument("--num-videos", type=int, default=DEFAULT_NUM_VIDEOS,
                    help=f"generated (and real) clips per metric (default {DEFAULT_NUM_VIDEOS}, "
                         f"sized for a CPU; the paper uses 2048)")
@@ -474,6 +480,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "workers; prints clips/s and frames read/s.")
     bench_data.add_arguments(bd)
     bd.set_defaults(fn=bench_data.run_from_args)
+    from cvg_fast import bench_quality
+
+    bq = bsub.add_parser(
+        "quality", help="the demo's cascade over several seeds: mean ± sd, next to ceilings",
+        description="Train level 1 and level 2 of the tiny preset once per seed on the demo's "
+                    "synthetic data and score level 1 (base path) and the cascade: FVD-synth, "
+                    "accuracy, speed and flicker ratios at 1x, 4x and 16x the training "
+                    "length; plus ceiling rows from held-out real clips. Prints mean ± sd "
+                    "over seeds and writes one JSON per study; --summarize DIR groups every "
+                    "JSON there by --label.")
+    bench_quality.add_arguments(bq)
+    bq.set_defaults(fn=bench_quality.run_from_args)
     return p
 
 

@@ -14,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 . "$VENV/bin/activate"
-if ! python -c "import torch, av, tqdm, numpy, scipy, PIL, pytest, ninja" 2>/dev/null; then
+if ! python -c "import torch, av, tqdm, numpy, scipy, PIL, cv2, pytest, ninja" 2>/dev/null; then
   echo "[install] torch 2.14.1 and dependencies"
   # The CUDA build of torch and its libraries take ~6 GB in the venv: say so in one
   # line instead of letting pip die half-way with "No space left on device".
@@ -24,7 +24,7 @@ if ! python -c "import torch, av, tqdm, numpy, scipy, PIL, pytest, ninja" 2>/dev
     exit 1
   fi
   python -m pip install -q --upgrade pip
-  python -m pip install -q --no-cache-dir "torch==2.14.1" numpy scipy "av>=12" tqdm pillow tensorboard pytest ninja setuptools wheel
+  python -m pip install -q --no-cache-dir "torch==2.14.1" numpy scipy "av>=12" tqdm pillow tensorboard opencv-python-headless pytest ninja setuptools wheel
 fi
 # CVG_DALI=1: NVIDIA DALI too (the [dali] extra, ~620 MB; DALI's tests skip without it)
 if [ -n "${CVG_DALI:-}" ] && ! python -c "import nvidia.dali" 2>/dev/null; then

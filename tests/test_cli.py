@@ -152,10 +152,18 @@ def _flat_copy(data, dest, n):
     return dest
 
 
-def test_eval_non_synthetic_data_without_i3d(tmp_path, one_level_run):
+def test_eval_non_synthetic_data_without_i3d_scores_flow(tmp_path, one_level_run):
+    """No evaluator, no I3D: the optical-flow ratios only, shrunk to the 3 short videos,
+    and one line saying so (and that FVD needs --i3d)."""
     run, data = one_level_run
     plain = _flat_copy(data, tmp_path / "plain", 3)
-    _one_line_error(_cvg("eval", str(run), "--data", str(plain)), "--i3d")
+    p = _cvg("eval", str(run), "--data", str(plain), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert ("data has 3 videos of 20 frames: --num-videos 256 -> 3; flow_32f's real reference "
+            "from 16-frame clips; no FVD: not a synthetic dataset, pass --i3d PATH for I3D "
+            "FVD") in lines, p.stdout
+    assert any(line.split()[:2] == ["flow_32f", "cascade"] for line in lines if line.strip())
 
 
 def test_eval_missing_or_wrong_i3d_file(tmp_path, one_level_run):

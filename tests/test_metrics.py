@@ -229,16 +229,31 @@ def test_upsample_to_is_linear_in_time_and_keeps_constants():
 
 
 # ------------------------------------------------------------- the training hook
+@pytest.fixture(scope="module")
+def plumbing_evaluator(synth_data):
+    """A synthetic-set evaluator trained for a few steps: its heads run, measure nothing."""
+    import warnings
+
+    from cvg_fast.data.synthetic import read_synthetic_spec
+    from cvg_fast.metrics import synth_evaluator as se
+
+    with warnings.catch_warnings():  # "reached only x% accuracy": not its job here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        net, _ = se.train_synth_evaluator(read_synthetic_spec(synth_data), progress=False,
+                                          budget=dict(se.BUDGETS["tiny"], steps=2))
+    return net
+
+
 @pytest.mark.parametrize("level", [1, 2])
 def test_eval_every_logs_the_metric_and_leaves_training_mode(synth_data, tiny_cfg, tmp_path,
-                                                             level):
+                                                             level, plumbing_evaluator):
     from cvg_fast.metrics.run_eval import training_eval
     from cvg_fast.training import train_level
 
     tiny_cfg.train.steps = 2
     tiny_cfg.train.checkpoint_every = tiny_cfg.train.sample_every = 2
-    net = _ColourMotion()
-    hook = training_eval(synth_data, tiny_cfg, level, num_videos=4, detectors={"synth": net})
+    hook = training_eval(synth_data, tiny_cfg, level, num_videos=4,
+                         detectors={"synth": plumbing_evaluator})
     seen = []
 
     def spy(cascade):
@@ -253,7 +268,11 @@ def test_eval_every_logs_the_metric_and_leaves_training_mode(synth_data, tiny_cf
     rows = [json.loads(line) for line in (tmp_path / f"level{level}" / "log.jsonl").open()]
     evals = [r["eval"] for r in rows if "eval" in r]
     assert [e["step"] for e in evals] == [1, 2]
-    assert all(np.isfinite(e["fvdsynth_16f"]) and e["fvdsynth_16f"] > 0 for e in evals)
+    motion = ["speedsynth_16f", "speedsynth_64f", "flickersynth_16f", "flickersynth_64f"]
+    assert [k for k in evals[0] if k not in ("step", "eval_seconds")] == ["fvdsynth_16f", *motion]
+    assert all(np.isfinite(e[k]) and e[k] > 0 for e in evals for k in ["fvdsynth_16f", *motion])
+    best = json.loads((tmp_path / f"level{level}" / "best.json").read_text())
+    assert best["metric"] == "fvdsynth_16f"  # chosen on the FVD, not on a motion ratio
 
 
 def test_real_clips_with_a_file_damaged_mid_stream(tmp_path):

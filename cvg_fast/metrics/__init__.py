@@ -5,9 +5,10 @@
     logits = i3d.logits(x)                         # x (N, T, 3, 224, 224) in [-1, 1] -> (N, 400)
 
 One file per metric or network: `frechet` (FD, IS, streaming statistics), `i3d`,
-`synth_evaluator` (the built-in network for the synthetic set), `registry` (metric
-names), `suite` (real statistics cache + scoring), `sources` (what is scored),
-`run_eval` (`cvg eval`). Feature networks share `feature_net.VideoFeatureNet`.
+`synth_evaluator` (the built-in network for the synthetic set), `motion` (speed, flicker
+and optical flow per 16-frame window, as ratios to real), `registry` (metric names),
+`suite` (real statistics cache + scoring), `sources` (what is scored), `run_eval`
+(`cvg eval`). Feature networks share `feature_net.VideoFeatureNet`.
 """
 
 from cvg_fast.metrics.feature_net import VideoFeatureNet

@@ -13,8 +13,10 @@ numbers do, window by window, each as a ratio to real clips:
 - flow: mean optical-flow magnitude (OpenCV's Farneback), px per frame at the video's
   size (`window_flow`), for real datasets where no evaluator exists.
 
-Shapes: uint8 videos (N, T, H, W, 3) -> per-window means (T // window,) float64.
-A trailing remainder shorter than a window is dropped.
+Shapes: uint8 videos (N, T, H, W, 3) -> per-video window values (N, T // window) float64,
+averaged over videos (streamed, batch by batch) by `MotionAccumulator` into (T // window,).
+A trailing remainder shorter than a window is dropped. `MetricSuite` (suite.py) runs them
+as the metrics speedsynth_{L}f, flickersynth_{L}f and flow_{L}f.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def measure_units(measure: str, size: int) -> str:
     """The unit of a measure's per-window values, for the protocol and the printed lines."""
     from cvg_fast.metrics.synth_evaluator import NET_SIZE
 
-    return {"speed": f"px/frame at {NET_SIZE}px", "flicker": "levels/frame (0-255)",
+    return {"speed": f"px/frame at {NET_SIZE}px", "flicker": "0-255 levels/frame",
             "flow": f"px/frame at {size}px"}[measure]
 
 

@@ -9,6 +9,8 @@ given; only one batch is resident, so 2,048 clips of 128 frames never sit in mem
 - `bilinear_source`: a lower level's output upsampled linearly in time and bilinearly
   in space to the top level's rate and size: what an upscaler that learned nothing gives.
 - `folder_source`: real clips of a video folder (held-out data), one per video.
+
+`FolderLengths` says how many real clips of L frames a folder can give, before any is read.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from cvg_fast.metrics.cache import cache_dir
 Batch = tuple[np.ndarray, "list[int] | None"]
 VideoSource = Callable[[int, int], Iterator[Batch]]
 
-__all__ = ["Batch", "VideoSource", "RealClips", "cascade_source", "bilinear_source",
-           "folder_source"]
+__all__ = ["Batch", "VideoSource", "FolderLengths", "RealClips", "cascade_source",
+           "bilinear_source", "folder_source"]
 
 
 def cascade_source(cascade, seed: int = 0, batch_size: int = 16, overlap: float = 0.0,
@@ -74,6 +76,44 @@ def bilinear_source(cascade, level: int, seed: int = 0, batch_size: int = 16,
     return source
 
 
+def _index_path(root: Path) -> Path | None:
+    try:
+        return cache_dir(root) / "data_index.json"
+    except OSError:
+        return None  # no writable cache anywhere: probe without one
+
+
+class FolderLengths:
+    """How many clips of L frames (every `stride`-th frame) a folder gives, as `RealClips`
+    opens it: without skip_bad one video too short for L fails the whole folder, so
+    such an L gets none. `lengths`: clip frames each readable video holds."""
+
+    def __init__(self, root: str | os.PathLike, stride: int = 1, skip_bad: bool = False,
+                 progress: bool = False, split: str | None = None, layout: str = "auto"):
+        from cvg_fast.data import VideoFolder
+
+        root = Path(root).expanduser().absolute()
+        with warnings.catch_warnings():  # skipped files: RealClips warns when it reads them
+            warnings.simplefilter("ignore")
+            folder = VideoFolder(root, clip_frames=1, size=1, frame_stride=stride,
+                                 skip_bad=skip_bad, index_cache=_index_path(root),
+                                 progress=progress, split=split, layout=layout)
+        self.lengths = sorted(((v.frames - 1) // stride + 1 for v in folder.videos), reverse=True)
+        self.root, self.stride, self.skip_bad = root, stride, skip_bad
+
+    def served(self, frames: int) -> int:
+        """Real clips of `frames` frames that RealClips can read (one per video)."""
+        n = sum(length >= frames for length in self.lengths)
+        return n if self.skip_bad or n == len(self.lengths) else 0
+
+    def describe(self) -> str:
+        """E.g. "128 videos of 48 frames", "900 videos of 29-1776 frames at stride 2"."""
+        lo, hi = self.lengths[-1], self.lengths[0]
+        span = f"{hi}" if lo == hi else f"{lo}-{hi}"
+        at = f" at stride {self.stride}" if self.stride > 1 else ""
+        return f"{len(self.lengths)} videos of {span} frames{at}"
+
+
 class RealClips:
     """One clip of `frames` frames (every `stride`-th frame) from each of `count` videos.
 
@@ -91,13 +131,9 @@ class RealClips:
         self.root = Path(root).expanduser().absolute()
         self.frames, self.size, self.stride, self.seed = frames, size, stride, seed
         self.skip_bad = skip_bad
-        try:
-            index = cache_dir(self.root) / "data_index.json"
-        except OSError:
-            index = None  # no writable cache anywhere: probe without one
         self.folder = VideoFolder(self.root, clip_frames=frames, size=size, frame_stride=stride,
-                                  skip_bad=skip_bad, index_cache=index, progress=progress,
-                                  split=split, layout=layout)
+                                  skip_bad=skip_bad, index_cache=_index_path(self.root),
+                                  progress=progress, split=split, layout=layout)
 
     @property
     def available(self) -> int:

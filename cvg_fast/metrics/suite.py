@@ -5,8 +5,14 @@
 
 Real statistics (count, sum, sum of outer products in float64) are cached in the data's
 cache folder under a hash of every option that changes them: the files (with sizes and
-mtimes), the detector and its hash, clip length, stride, size, count and seed. Generated
-videos are streamed batch by batch: features are accumulated, never all kept.
+mtimes), the detector and its hash, clip length, stride, size, count and seed; so are the
+motion metrics' real per-window means. Generated videos are streamed batch by batch:
+features and per-window sums are accumulated, never all kept.
+
+Motion metrics (`motion`): a real clip of L frames per video gives the real reference of
+each 16-frame window; when the folder's videos are shorter than L, the longest multiple
+of 16 frames it serves does (said in the protocol and in `describe`), and later windows
+are divided by the mean real window (real motion is stationary).
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from cvg_fast.errors import CvgError
+from cvg_fast.metrics import motion as mo
 from cvg_fast.metrics.cache import cache_dir, options_key
 from cvg_fast.metrics.feature_net import VideoFeatureNet
 from cvg_fast.metrics.frechet import FeatureStats, frechet_distance, inception_score
 from cvg_fast.metrics.registry import MetricSpec
-from cvg_fast.metrics.sources import RealClips, VideoSource
+from cvg_fast.metrics.sources import FolderLengths, RealClips, VideoSource
 
-__all__ = ["MetricResult", "MetricSuite", "append_jsonl", "format_table"]
+__all__ = ["MetricResult", "MetricSuite", "append_jsonl", "format_motion", "format_table",
+           "motion_real_frames"]
 
 _STATS_FORMAT = "cvg_fast.real_stats/1"
+_MOTION_FORMAT = "cvg_fast.real_motion/1"
 CLIP_SAMPLING = ("one clip per video, videos drawn without replacement, seeded random start; "
                  "generated videos: their first L frames")
 IS_SPLITS = 10
@@ -44,11 +53,23 @@ class MetricResult:
     protocol: dict = field(default_factory=dict)
 
     def formatted(self) -> str:
+        if "ratios" in self.protocol:  # a motion metric: the worst window's ratio to real
+            return f"{self.value:.2f}x"
         if self.name.startswith("acc"):
             return f"{100 * self.value:.1f}%"
         if self.std is not None:
             return f"{self.value:.2f}±{self.std:.2f}"
         return f"{self.value:.2f}" if abs(self.value) >= 1 else f"{self.value:.3g}"
+
+
+def motion_real_frames(spec: MetricSpec, lengths: FolderLengths) -> int | None:
+    """Frames of the real clips behind a motion metric: L, else the longest multiple of 16
+    below it that `spec.count` videos serve; None when not even 16 frames are served."""
+    w = mo.MOTION_WINDOW
+    for frames in dict.fromkeys([spec.frames, *range(spec.frames // w * w, w - 1, -w)]):
+        if lengths.served(frames) >= spec.count:
+            return frames
+    return None
 
 
 class MetricSuite:
@@ -76,13 +97,16 @@ class MetricSuite:
         self.seed, self.progress, self.skip_bad, self.batch_size = seed, progress, skip_bad, batch_size
         self._nets: dict[str, VideoFeatureNet] = dict(detectors or {})
         self._real: dict[tuple, tuple[FeatureStats, bool]] = {}
+        self._motion: dict[tuple, tuple[np.ndarray, bool]] = {}
         self._clips: dict[int, RealClips] = {}
+        self._lengths: FolderLengths | None = None
         self.split, self.layout = split, layout  # which real videos (data.layouts)
         for spec in self.specs:  # fail before any long work (training an evaluator, I3D)
             if spec.needs_real:
-                self.real_clips(spec.frames).check(spec.count)
+                self.real_clips(self.real_frames(spec)).check(spec.count)
         for spec in self.specs:
-            self.detector(spec.detector)
+            if spec.detector != "none":
+                self.detector(spec.detector)
 
     # ---------------------------------------------------------------- networks
     def detector(self, kind: str) -> VideoFeatureNet:
@@ -106,6 +130,34 @@ class MetricSuite:
         return self._nets[kind]
 
     # ---------------------------------------------------------- real features
+    def lengths(self) -> FolderLengths:
+        if self._lengths is None:
+            self._lengths = FolderLengths(self.data, self.stride, self.skip_bad, self.progress,
+                                          self.split, self.layout)
+        return self._lengths
+
+    def real_frames(self, spec: MetricSpec) -> int:
+        """Frames of the real clips `spec` compares with: its own for an FVD (else a one-line
+        error); for a motion metric the longest of L, or multiples of 16 below it, that
+        `spec.count` videos serve."""
+        lengths = self.lengths()
+        if spec.kind != "motion":
+            if lengths.served(spec.frames) == 0:
+                hint = (", or pass --skip-bad-videos to use those long enough"
+                        if lengths.lengths[0] >= spec.frames else "")
+                raise CvgError(f"{spec.name} needs real clips of {spec.frames} frames but "
+                               f"{self.data} has {lengths.describe()}: leave {spec.name} out "
+                               f"of --metrics or use longer videos{hint}")
+            return spec.frames
+        frames = motion_real_frames(spec, lengths)
+        if frames is not None:
+            return frames
+        w = mo.MOTION_WINDOW
+        n = lengths.served(w)
+        fix = f"pass --num-videos {n} or fewer" if n >= 2 else f"use videos of {w}+ frames"
+        raise CvgError(f"{spec.name} needs {spec.count} real clips of at least {w} frames but "
+                       f"{self.data} has {lengths.describe()}: {fix}")
+
     def real_clips(self, frames: int) -> RealClips:
         if frames not in self._clips:
             self._clips[frames] = RealClips(self.data, frames, self.size, self.stride, self.seed,
@@ -146,6 +198,50 @@ class MetricSuite:
         self._real[key] = (stats, False)
         return self._real[key]
 
+    def real_motion(self, spec: MetricSpec) -> tuple[np.ndarray, bool, int]:
+        """(real per-window means (n_win,), whether cached, real clip frames) of a motion
+        metric, over `spec.count` real clips; cached like `real_stats`. Every measure of
+        the suite on the same real clips is taken in the same pass over them."""
+        frames = self.real_frames(spec)
+        key = (spec.measure, frames, spec.count)
+        if key in self._motion:
+            return (*self._motion[key], frames)
+        clips = self.real_clips(frames)
+        clips.check(spec.count)
+        same = [s.measure for s in self.specs if s.kind == "motion" and s.count == spec.count
+                and self.real_frames(s) == frames]
+        todo = {}  # measure -> cache path, for the measures not cached yet
+        for m in dict.fromkeys(same):
+            net = self.detector("synth") if m == "speed" else None
+            options = {"format": _MOTION_FORMAT, "version": mo.MOTION_VERSION,
+                       "data": str(self.data), "files": clips.signature(), "measure": m,
+                       "detector": net.name if net else mo.measure_method(m),
+                       "detector_hash": net.detector_hash if net else "",
+                       "window": mo.MOTION_WINDOW, "frames": frames, "stride": self.stride,
+                       "size": self.size, "count": spec.count, "seed": self.seed}
+            path = cache_dir(self.data) / (f"motion-{m}-{frames}f-{spec.count}-"
+                                           f"{options_key(options)}.npz")
+            if path.is_file():
+                with np.load(path) as z:
+                    self._motion[m, frames, spec.count] = (z["means"].copy(), True)
+            else:
+                todo[m] = path
+        if todo:
+            accs = {m: mo.MotionAccumulator() for m in todo}
+            bar = self._bar(spec.count, f"real {'+'.join(todo)} {frames}f")
+            for arr, _ in clips(spec.count, batch_size=self.batch_size):
+                for m, acc in accs.items():
+                    acc.update(mo.measure_windows(m, arr, self.detector("synth")
+                                                  if m == "speed" else None))
+                bar.update(len(arr))
+            bar.close()
+            for m, path in todo.items():
+                tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, means=accs[m].means(), count=accs[m].count)
+                os.replace(tmp, path)
+                self._motion[m, frames, spec.count] = (accs[m].means(), False)
+        return (*self._motion[key], frames)
+
     def _bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
 
@@ -155,13 +251,21 @@ class MetricSuite:
     # --------------------------------------------------------------- scoring
     def evaluate(self, source: VideoSource, label: str = "cascade") -> dict[str, MetricResult]:
         """Every metric on the videos of `source`; real statistics computed first (cached)."""
-        real = {s.name: self.real_stats(s) for s in self.specs if s.needs_real}
+        real = {s.name: self.real_stats(s) for s in self.specs if s.kind == "fvd"}
+        real_motion = {s.name: self.real_motion(s) for s in self.specs if s.kind == "motion"}
         count = max(s.count for s in self.specs)
         frames = max(s.frames for s in self.specs)
-        groups = sorted({(s.detector, s.frames) for s in self.specs})
+        nets = [s for s in self.specs if s.kind != "motion"]
+        groups = sorted({(s.detector, s.frames) for s in nets})
         fake = {s.name: FeatureStats(self.detector(s.detector).feature_dim)
                 for s in self.specs if s.kind == "fvd"}
         probs = {s.name: [] for s in self.specs if s.kind in ("is", "acc")}
+        motion = [s for s in self.specs if s.kind == "motion"]
+        measures: dict[str, tuple[int, int]] = {}  # measure -> (frames, videos) it is run on
+        for s in motion:
+            f, n = measures.get(s.measure, (0, 0))
+            measures[s.measure] = (max(f, s.frames), max(n, s.count))
+        moving = {s.name: mo.MotionAccumulator() for s in motion}
         labels_seen: list[int] = []
         have_labels = True
         done = 0
@@ -172,11 +276,11 @@ class MetricSuite:
                 raise CvgError(f"{label}: videos have {arr.shape[1]} frames, {frames} needed")
             out = {}
             for det, length in groups:
-                rows = max(s.count for s in self.specs if (s.detector, s.frames) == (det, length))
+                rows = max(s.count for s in nets if (s.detector, s.frames) == (det, length))
                 take = min(len(arr), rows - done)
                 if take > 0:
                     out[det, length] = self.detector(det).score(arr[:take, :length])
-            for s in self.specs:
+            for s in nets:
                 take = min(len(arr), s.count - done)
                 if take <= 0:
                     continue
@@ -185,6 +289,17 @@ class MetricSuite:
                     fake[s.name].update(feats[:take])
                 else:
                     probs[s.name].append(p[:take].numpy())
+            per_window = {}  # one measurement per measure, at its longest clip: shared
+            for measure, (length, rows) in measures.items():
+                take = min(len(arr), rows - done)
+                if take > 0:
+                    net = self.detector("synth") if measure == "speed" else None
+                    per_window[measure] = mo.measure_windows(measure, arr[:take, :length], net)
+            for s in motion:
+                take = min(len(arr), s.count - done)
+                if take > 0:
+                    n_win = s.frames // mo.MOTION_WINDOW
+                    moving[s.name].update(per_window[s.measure][:take, :n_win])
             if labels is None:
                 have_labels = False
             else:
@@ -199,12 +314,24 @@ class MetricSuite:
         seconds = time.time() - t0
         results = {}
         for s in self.specs:
-            net = self.detector(s.detector)
             proto = {"source": label, "num_fake": s.count, "frames": s.frames,
-                     "frame_stride": self.stride, "size": self.size, "detector": net.name,
-                     "detector_hash": net.detector_hash, "preprocessing": net.preprocessing,
-                     "windows": net.clip_frames, "seed": self.seed,
-                     "seconds_scoring": round(seconds, 2)}
+                     "frame_stride": self.stride, "size": self.size, **self._detector_protocol(s),
+                     "seed": self.seed, "seconds_scoring": round(seconds, 2)}
+            if s.kind == "motion":
+                real_pw, hit, real_frames = real_motion[s.name]
+                fake_pw = moving[s.name].means()
+                ratios = mo.window_ratios(fake_pw, real_pw)
+                proto |= {"window": mo.MOTION_WINDOW,
+                          "units": mo.measure_units(s.measure, self.size),
+                          "ratios": [float(r) for r in ratios],
+                          "fake_per_window": [float(v) for v in fake_pw],
+                          "real_per_window": [float(v) for v in real_pw],
+                          "num_real": s.count, "real_frames": real_frames,
+                          "real_data": str(self.data), "clip_sampling": CLIP_SAMPLING,
+                          "real_stats_cached": hit}
+                results[s.name] = MetricResult(s.name, mo.worst_ratio(ratios), None, proto)
+                continue
+            net = self.detector(s.detector)
             if s.kind == "fvd":
                 (rstats, hit) = real[s.name]
                 mu_r, cov_r = rstats.mean_cov()
@@ -232,14 +359,60 @@ class MetricSuite:
                                                proto)
         return results
 
+    def _detector_protocol(self, s: MetricSpec) -> dict:
+        if s.detector == "none":
+            return {"detector": mo.measure_method(s.measure), "detector_hash": "",
+                    "preprocessing": f"at {self.size}px", "windows": mo.MOTION_WINDOW}
+        net = self.detector(s.detector)
+        return {"detector": net.name, "detector_hash": net.detector_hash,
+                "preprocessing": net.preprocessing, "windows": net.clip_frames}
+
     def describe(self) -> list[str]:
         """Protocol lines printed under every table."""
         lines = []
-        for kind in sorted({s.detector for s in self.specs}):
+        for kind in sorted({s.detector for s in self.specs} - {"none"}):
             lines.append(f"detector: {self.detector(kind).describe()}")
         lines.append(f"real clips: {self.data} at {self.size}px, frame stride {self.stride}; "
                      f"{CLIP_SAMPLING}; seed {self.seed}")
+        motion = [s for s in self.specs if s.kind == "motion"]
+        if motion:
+            how = {"speed": "speed: the evaluator's velocity head",
+                   "flicker": f"flicker: {mo.measure_method('flicker')}",
+                   "flow": "flow: Farneback optical flow on grey frames"}
+            used = ", ".join(how[m] for m in dict.fromkeys(s.measure for s in motion))
+            lines.append(f"motion: per {mo.MOTION_WINDOW}-frame window, generated / real in the "
+                         f"same window (past the real clips' length: / the mean real window); "
+                         f"value = the window furthest from 1x; {used}")
+            short = {}
+            for s in motion:
+                f = self.real_frames(s)
+                if f < s.frames:
+                    short.setdefault(f, []).append(s.name)
+            for f, names in short.items():
+                lines.append(f"motion: {', '.join(names)}: real reference from {f}-frame clips "
+                             f"({self.lengths().describe()} in {self.data})")
         return lines
+
+
+def format_motion(rows: dict[str, dict[str, MetricResult]], specs: list[MetricSpec]) -> str:
+    """Every motion metric's per-window ratios, one line per row (source); "" if none, e.g.
+    `speedsynth_64f  cascade   0.41 0.22 0.21 0.22  (worst 0.21; real 1.59 px/frame at 32px)`."""
+    motion = [s for s in specs if s.kind == "motion"]
+    if not motion:
+        return ""
+    name_w = max(len(s.name) for s in motion) + 2
+    label_w = max([10] + [len(label) + 2 for label in rows])
+    lines = []
+    for s in motion:
+        for label, res in rows.items():
+            r = res.get(s.name)
+            if r is None:
+                continue
+            ratios = " ".join(f"{x:.2f}" for x in r.protocol["ratios"])
+            real = float(np.mean(r.protocol["real_per_window"]))
+            lines.append(f"{s.name:<{name_w}}{label:<{label_w}}{ratios}  (worst {r.value:.2f}; "
+                         f"real {real:.3g} {r.protocol['units']})")
+    return "\n".join(lines)
 
 
 def format_table(rows: dict[str, dict[str, MetricResult]], specs: list[MetricSpec]) -> str:
