@@ -23,6 +23,8 @@ from test_checkpoints import _batch, _trainer  # the same tiny trainer and batch
 def cfg(tiny_cfg):
     tiny_cfg.train.batch_size = 2  # the cheapest steps that still exercise BN and SN
     tiny_cfg.train.ema_decay = 0.9
+    # one generator call per sample draw (TBPTT, tiny's default, adds no-grad prefix calls)
+    tiny_cfg.train.tbptt_horizon = 0
     return tiny_cfg
 
 
