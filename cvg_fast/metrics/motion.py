@@ -131,7 +131,7 @@ def measure_units(measure: str, size: int) -> str:
     """The unit of a measure's per-window values, for the protocol and the printed lines."""
     from cvg_fast.metrics.synth_evaluator import NET_SIZE
 
-    return {"speed": f"px/frame at {NET_SIZE}px", "flicker": "0-255 levels/frame",
+    return {"speed": f"px/frame at {NET_SIZE}px", "flicker": "levels/frame in 0-255",
             "flow": f"px/frame at {size}px"}[measure]
 
 

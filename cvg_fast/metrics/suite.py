@@ -411,7 +411,7 @@ def format_motion(rows: dict[str, dict[str, MetricResult]], specs: list[MetricSp
             ratios = " ".join(f"{x:.2f}" for x in r.protocol["ratios"])
             real = float(np.mean(r.protocol["real_per_window"]))
             lines.append(f"{s.name:<{name_w}}{label:<{label_w}}{ratios}  (worst {r.value:.2f}; "
-                         f"real {real:.3g} {r.protocol['units']})")
+                         f"real {real:#.3g} {r.protocol['units']})")
     return "\n".join(lines)
 
 
