@@ -174,17 +174,19 @@ class Level1Generator(nn.Module):
 
     def _motion_codes(self, code: torch.Tensor, clock: torch.Tensor | None,
                       t: int) -> torch.Tensor:
-        """(N, t, 2M): sin and cos of w * frame + phi for frames clock .. clock + t - 1, in fp32
-        whatever the autocast dtype (frame indices reach thousands)."""
+        """(N, t, 2M) float32: sin and cos of w * frame + phi for frames clock .. clock + t - 1,
+        computed in float64 whatever the autocast dtype (frame indices reach thousands)."""
         n, m = code.shape[0], self.motion_dim
         with torch.autocast(code.device.type, enabled=False):
-            wp = self.motion(code.float())
+            wp = self.motion(code.float()).double()
             omega = math.pi * torch.sigmoid(wp[:, :m])  # rad/frame: at most Nyquist
-            frames = torch.arange(t, device=code.device, dtype=torch.float32).view(1, t)
+            frames = torch.arange(t, device=code.device, dtype=torch.float64).view(1, t)
             if clock is not None:
-                frames = frames + clock.float().view(n, 1)
+                frames = frames + clock.double().view(n, 1)
+            # float64 angles: exact at frame 10,000, and a chunk's codes round to the same
+            # float32 values as the one-pass video's whatever path (vector or scalar) sin took
             angle = omega.view(n, 1, m) * frames.view(-1, t, 1) + wp[:, m:].view(n, 1, m)
-            return torch.cat([torch.sin(angle), torch.cos(angle)], dim=2)
+            return torch.cat([torch.sin(angle), torch.cos(angle)], dim=2).float()
 
 
 class UpscalerGenerator(nn.Module):
