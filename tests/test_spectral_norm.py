@@ -48,7 +48,12 @@ def test_matches_torch_parametrization_forward_and_grad():
             g = torch.autograd.grad(out.square().sum(), ours.weight)[0]
             g_ref = torch.autograd.grad(out_ref.square().sum(),
                                         ref.parametrizations.weight.original)[0]
-            torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+            # fp32: the C++ power iteration sums in its own (vectorised) order, so sigma
+            # differs from torch's in the last ulp; an element that the projection brings
+            # near zero then differs by ~ulp(max|g|) (measured <= 5e-7 of max|g| on
+            # Intel Xeon). The absolute tolerance is therefore scaled to the gradient.
+            torch.testing.assert_close(g, g_ref, rtol=1e-4,
+                                       atol=1e-5 * g_ref.abs().max().item())
             torch.testing.assert_close(ours.sn_u, ref.parametrizations.weight[0]._u)
 
 
