@@ -192,9 +192,7 @@ class MetricSuite:
             stats.update(feats)
             bar.update(len(arr))
         bar.close()
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **stats.state())
-        os.replace(tmp, path)
+        _save_npz(path, **stats.state())
         self._real[key] = (stats, False)
         return self._real[key]
 
@@ -212,7 +210,7 @@ class MetricSuite:
                 and self.real_frames(s) == frames]
         todo = {}  # measure -> cache path, for the measures not cached yet
         for m in dict.fromkeys(same):
-            net = self.detector("synth") if m == "speed" else None
+            net = self._motion_net(m)
             options = {"format": _MOTION_FORMAT, "version": mo.MOTION_VERSION,
                        "data": str(self.data), "files": clips.signature(), "measure": m,
                        "detector": net.name if net else mo.measure_method(m),
@@ -231,16 +229,17 @@ class MetricSuite:
             bar = self._bar(spec.count, f"real {'+'.join(todo)} {frames}f")
             for arr, _ in clips(spec.count, batch_size=self.batch_size):
                 for m, acc in accs.items():
-                    acc.update(mo.measure_windows(m, arr, self.detector("synth")
-                                                  if m == "speed" else None))
+                    acc.update(mo.measure_windows(m, arr, self._motion_net(m)))
                 bar.update(len(arr))
             bar.close()
             for m, path in todo.items():
-                tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-                np.savez(tmp, means=accs[m].means(), count=accs[m].count)
-                os.replace(tmp, path)
+                _save_npz(path, means=accs[m].means(), count=accs[m].count)
                 self._motion[m, frames, spec.count] = (accs[m].means(), False)
         return (*self._motion[key], frames)
+
+    def _motion_net(self, measure: str) -> VideoFeatureNet | None:
+        """The network a motion measure reads (speed: the evaluator's velocity head)."""
+        return self.detector("synth") if measure == "speed" else None
 
     def _bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
@@ -293,8 +292,8 @@ class MetricSuite:
             for measure, (length, rows) in measures.items():
                 take = min(len(arr), rows - done)
                 if take > 0:
-                    net = self.detector("synth") if measure == "speed" else None
-                    per_window[measure] = mo.measure_windows(measure, arr[:take, :length], net)
+                    per_window[measure] = mo.measure_windows(measure, arr[:take, :length],
+                                                             self._motion_net(measure))
             for s in motion:
                 take = min(len(arr), s.count - done)
                 if take > 0:
@@ -392,6 +391,18 @@ class MetricSuite:
                 lines.append(f"motion: {', '.join(names)}: real reference from {f}-frame clips "
                              f"({self.lengths().describe()} in {self.data})")
         return lines
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    """Write `path` atomically (a reader sees the old file or the whole new one); a failed
+    write leaves no temporary file behind."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def format_motion(rows: dict[str, dict[str, MetricResult]], specs: list[MetricSpec]) -> str:
